@@ -1,0 +1,1 @@
+"""augment stage of avatar-jax."""

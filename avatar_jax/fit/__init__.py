@@ -1,0 +1,1 @@
+"""fit stage of avatar-jax."""

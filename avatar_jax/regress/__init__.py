@@ -1,0 +1,1 @@
+"""regress stage of avatar-jax."""

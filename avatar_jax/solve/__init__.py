@@ -1,0 +1,1 @@
+"""solve stage of avatar-jax."""

@@ -1,0 +1,1 @@
+"""texture stage of avatar-jax."""
