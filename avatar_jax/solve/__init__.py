@@ -1,1 +1,39 @@
-"""solve stage of avatar-jax."""
+"""Generic batched nonlinear least squares (Gauss-Newton / Levenberg-Marquardt) in JAX.
+
+Knows nothing about faces. See ``least_squares`` for the driver and ``linear`` for the linear
+solvers and the protocol a user-supplied structured solver implements.
+"""
+
+from avatar_jax.solve.least_squares import (
+    DIFFERENTIATION,
+    IMPLICIT_HESSIANS,
+    METHODS,
+    LeastSquaresResult,
+    Status,
+    least_squares,
+    status_name,
+)
+from avatar_jax.solve.linear import (
+    DAMPING_MODES,
+    ConjugateGradient,
+    DenseCholesky,
+    LinearSolver,
+    damping_diagonal,
+    flat_residual,
+)
+
+__all__ = [
+    "DAMPING_MODES",
+    "DIFFERENTIATION",
+    "IMPLICIT_HESSIANS",
+    "METHODS",
+    "ConjugateGradient",
+    "DenseCholesky",
+    "LeastSquaresResult",
+    "LinearSolver",
+    "Status",
+    "damping_diagonal",
+    "flat_residual",
+    "least_squares",
+    "status_name",
+]
