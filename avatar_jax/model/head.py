@@ -108,3 +108,25 @@ def apply_laplacian(model: HeadModel, x: jax.Array) -> jax.Array:
     """Cotangent Laplacian ``L @ x`` for ``x`` of shape ``[V, ...]``."""
     contrib = model.lap_vals.reshape((-1,) + (1,) * (x.ndim - 1)) * x[model.lap_cols]
     return jax.ops.segment_sum(contrib, model.lap_rows, num_segments=x.shape[0])
+
+
+def vertex_normals(verts: jax.Array, triangles: jax.Array) -> jax.Array:
+    """Unit area-weighted vertex normals ``[V, 3]`` for ``verts`` ``[V, 3]``, ``triangles`` ``[F, 3]``.
+
+    Outward for the model's counter-clockwise triangles. Works under jit/vmap (fixed shapes).
+    """
+    t = verts[triangles]
+    fn = jnp.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])  # length = 2 * area: area weighting
+    n = jax.ops.segment_sum(jnp.repeat(fn, 3, axis=0), triangles.reshape(-1),
+                            num_segments=verts.shape[0])
+    return n / jnp.maximum(jnp.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def laplacian_matrix(model: HeadModel):
+    """The cotangent Laplacian as a host-side ``scipy.sparse.csr_matrix`` ``[V, V]`` (float64)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = model.num_vertices
+    return sp.csr_matrix((np.asarray(model.lap_vals, np.float64),
+                          (np.asarray(model.lap_rows), np.asarray(model.lap_cols))), shape=(n, n))
