@@ -14,7 +14,8 @@ from scipy.spatial.transform import Rotation
 from avatar_jax.fit import camera as cam
 from avatar_jax.fit.epnp import epnp, epnp_camera
 
-N = 68  # every test uses 68 points so the compiled functions are shared
+N = 68  # every test uses 68 points and batches of B so the compiled functions are shared
+B = 12
 K = np.array([[900.0, 0.0, 330.0], [0.0, 900.0, 250.0], [0.0, 0.0, 1.0]])
 ICT = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ict_facekit" / "ict_head.npz"
 
@@ -74,7 +75,7 @@ def _opencv(pts, uv):
 def test_noise_free_matches_opencv_and_truth(kind, face_points):
     rng = np.random.default_rng(0)
     points = face_points if kind == "face" else _random_cloud
-    pts, uv, rot, trans = _problems(points, rng, 12, noise=0.0)
+    pts, uv, rot, trans = _problems(points, rng, B, noise=0.0)
     ours_r, ours_t, err, ok = _batched(pts, uv)
     ref_r, ref_t, ref_err, _ = _batched_refined(pts, uv)
     assert np.all(ok)
@@ -96,9 +97,12 @@ def test_noise_free_matches_opencv_and_truth(kind, face_points):
 def test_noisy_accuracy_same_order_as_opencv(kind, face_points):
     rng = np.random.default_rng(1)
     points = face_points if kind == "face" else _random_cloud
-    pts, uv, rot, trans = _problems(points, rng, 24, noise=1.5)
-    ours_r, _, err, ok = _batched(pts, uv)
-    ref_r, _, ref_err, _ = _batched_refined(pts, uv)
+    pts, uv, rot, trans = (np.concatenate(a) for a in zip(*(
+        _problems(points, rng, B, noise=1.5) for _ in range(2))))
+    ours_r, _, err, ok = (np.concatenate(a) for a in zip(_batched(pts[:B], uv[:B]),
+                                                          _batched(pts[B:], uv[B:])))
+    ref_r, _, ref_err, _ = (np.concatenate(a) for a in zip(_batched_refined(pts[:B], uv[:B]),
+                                                            _batched_refined(pts[B:], uv[B:])))
     assert np.all(ok)
     cv_rot = [_opencv(pts[b], uv[b])[0] for b in range(len(pts))]
     cv_err = np.median([_angle(cv_rot[b], rot[b]) for b in range(len(pts))])
@@ -114,11 +118,11 @@ def test_noisy_accuracy_same_order_as_opencv(kind, face_points):
 
 def test_batched_equals_looped_and_nan_is_isolated(face_points):
     rng = np.random.default_rng(2)
-    pts, uv, rot, _ = _problems(face_points, rng, 4, noise=1.0)
+    pts, uv, rot, _ = _problems(face_points, rng, B, noise=1.0)
     uv[1] = np.nan  # one broken batch item
     pts[2, 5] = np.nan  # one broken landmark in another item
     rots, trans, err, ok = _batched_refined(pts, uv)
-    assert ok.tolist() == [True, False, True, True]
+    assert ok.tolist() == [True, False] + [True] * (B - 2)
     for arr in (rots, trans):
         assert np.all(np.isfinite(np.asarray(arr)))
     np.testing.assert_array_equal(rots[1], np.eye(3))
@@ -160,7 +164,8 @@ def test_degenerate_input_is_flagged_with_finite_outputs(face_points):
     five[:5] = 1.0
     line = np.linspace(0, 1, N)[:, None] * np.array([30.0, -10.0, 20.0])
     cases = {"all_nan": (pts * np.nan, uv, np.ones(N)), "five_valid": (pts, uv, five),
-             "collinear": (line, uv, np.ones(N)), "zero_weights": (pts, uv, np.zeros(N))}
+             "collinear": (line, uv, np.ones(N)), "zero_weights": (pts, uv, np.zeros(N)),
+             "one_pixel": (pts, np.broadcast_to(uv[0], uv.shape), np.ones(N))}
     for name, (p, q, w) in cases.items():
         rot, trans, err, ok = epnp(p, q, K, w)
         assert not bool(ok), name
@@ -175,34 +180,30 @@ def test_degenerate_input_is_flagged_with_finite_outputs(face_points):
 def test_exactly_planar_points(face_points):
     rng = np.random.default_rng(5)
     planar = face_points * np.array([1.0, 1.0, 0.0])
-    pts, uv, rot, trans = _problems(planar, rng, 4, noise=0.0)
+    pts, uv, rot, trans = _problems(planar, rng, B, noise=0.0)
     rots, trs, _, ok = _batched_refined(pts, uv)
     assert np.all(ok)
-    for b in range(4):
+    for b in range(B):
         assert _angle(rots[b], rot[b]) < 1e-3
         np.testing.assert_allclose(trs[b], trans[b], rtol=1e-3, atol=0.5)
 
 
 def test_epnp_camera_recovers_our_convention(face_points):
     rng = np.random.default_rng(6)
-    batch = 4
-    rotvec = Rotation.from_euler("yx", np.stack([rng.uniform(-60, 60, batch),
-                                                 rng.uniform(-20, 20, batch)], -1),
-                                 degrees=True).as_rotvec()
-    translation = np.stack([rng.uniform(-30, 30, batch), rng.uniform(-30, 30, batch),
-                            rng.uniform(-900, -400, batch)], -1)
-    size = np.array([[480, 640]] * batch)
-    log_fs = np.full(batch, 0.3)
-    truth = cam.camera_from_image_size(size, rotvec.astype(np.float32),
-                                       translation.astype(np.float32), log_fs)
-    uv = cam.project(truth, jnp.asarray(np.broadcast_to(face_points, (batch, N, 3)), jnp.float32))
-    fitted, ok = jax.jit(jax.vmap(lambda p, q, s, f: epnp_camera(p, q, s, f)))(
-        jnp.asarray(np.broadcast_to(face_points, (batch, N, 3)), jnp.float32), uv, size, log_fs)
-    assert np.all(ok)
-    np.testing.assert_allclose(fitted.rotvec, rotvec, atol=1e-4)
-    np.testing.assert_allclose(fitted.translation, translation, rtol=1e-4, atol=0.05)
-    np.testing.assert_allclose(fitted.log_fs, log_fs, atol=1e-6)
-    assert np.all(np.asarray(cam.transform(fitted, face_points.astype(np.float32)))[..., 2] < 0)
+    size = np.array([480, 640])
+    for yaw, pitch in [(-55.0, 15.0), (0.0, 0.0), (35.0, -18.0)]:
+        rotvec = Rotation.from_euler("yx", [yaw, pitch], degrees=True).as_rotvec()
+        translation = np.array([rng.uniform(-30, 30), rng.uniform(-30, 30), -rng.uniform(400, 900)])
+        truth = cam.camera_from_image_size(size, rotvec.astype(np.float32),
+                                           translation.astype(np.float32), 0.3)
+        uv = jax.jit(cam.project)(truth, jnp.asarray(face_points, jnp.float32))
+        fitted, ok = epnp_camera(jnp.asarray(face_points, jnp.float32), uv, size, 0.3)
+        assert bool(ok)
+        np.testing.assert_allclose(fitted.rotvec, rotvec, atol=1e-4)
+        np.testing.assert_allclose(fitted.translation, translation, rtol=1e-4, atol=0.05)
+        np.testing.assert_allclose(fitted.log_fs, 0.3, atol=1e-6)
+        np.testing.assert_allclose(fitted.principal, truth.principal)
+        assert np.all(np.asarray(cam.transform(fitted, face_points.astype(np.float32)))[:, 2] < 0)
 
 
 def test_bad_shapes_raise_clear_errors():

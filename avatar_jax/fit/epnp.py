@@ -43,6 +43,9 @@ _BETA_GN_STEPS = 5
 _COLLINEAR_RATIO = 1e-5
 # Control-point axes shorter than this (unit RMS radius) are clamped, for planar point sets.
 _MIN_AXIS = 1e-3
+# Image points whose weighted RMS spread is below this (normalised units: 1e-6 * focal length)
+# all lie on one ray and say nothing about the pose.
+_MIN_IMAGE_SPREAD = 1e-6
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 # Order of the 10 quadratic beta products in L (OpenCV's compute_L_6x10).
 _PRODUCTS = ((0, 0), (0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3), (3, 3))
@@ -154,15 +157,19 @@ def _initial_betas(l_mat, rho):
     return jnp.stack([dim1, dim2, dim3])
 
 
+def _solve_qr(a, b):
+    """Least squares ``a x = b`` for a full-column-rank ``a`` via QR (as OpenCV's qr_solve)."""
+    q, r = jnp.linalg.qr(a)
+    return jax.scipy.linalg.solve_triangular(r, q.T @ b)
+
+
 def _refine_betas(l_mat, rho, betas):
     """Gauss-Newton on the 4 betas minimising ``|L beta_products - rho|^2`` (as OpenCV)."""
     def residual(b):
         return l_mat @ _beta_products(b) - rho
 
     def step(_, b):
-        jac = jax.jacfwd(residual)(b)
-        delta = jnp.linalg.lstsq(jac, -residual(b), rcond=None)[0]
-        return b + delta
+        return b + _solve_qr(jax.jacfwd(residual)(b), -residual(b))
 
     return jax.lax.fori_loop(0, _BETA_GN_STEPS, step, betas)
 
@@ -201,33 +208,49 @@ def _pose_from_betas(betas, null, alphas, world, w):
     return _procrustes(world, cam_points, w)
 
 
+def _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale):
+    """Scaled pixel residuals ``[2N]`` and their Jacobian ``[2N, 6]`` w.r.t. a left rotation
+    perturbation ``exp([w]) R`` (w first) and a translation step, in closed form."""
+    rotated = world @ rot.T
+    p = rotated + trans
+    z = jnp.where(jnp.abs(p[:, 2]) > 1e-12, p[:, 2], 1e-12)
+    x, y = p[:, 0] / z, p[:, 1] / z
+    residual = jnp.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], -1) - pixels
+    zero = jnp.zeros_like(z)
+    d_xy_d_p = jnp.stack([jnp.stack([1 / z, zero, -x / z], -1),
+                          jnp.stack([zero, 1 / z, -y / z], -1)], -2)  # [N, 2, 3]
+    d_uv_d_xy = jnp.array([[K[0, 0], K[0, 1]], [0.0, K[1, 1]]])
+    d_p_d_w = -cam._skew(rotated)  # d(exp([w]) R X)/dw at 0 = -[R X]_x
+    d_p = jnp.concatenate([d_p_d_w, jnp.broadcast_to(jnp.eye(3), d_p_d_w.shape)], -1)
+    jac = jnp.einsum("ab,nbc,ncd->nad", d_uv_d_xy, d_xy_d_p, d_p)  # [N, 2, 6]
+    return ((residual * row_scale).ravel(), (jac * row_scale[..., None]).reshape(-1, 6))
+
+
 def _refine_pose(rot, trans, world, pixels, K, w, steps):
     """Levenberg-Marquardt on (rotation perturbation, translation), pixel residuals."""
-    sqrt_w = jnp.sqrt(w)[:, None]
-    scale = 1.0 / K[0, 0]  # residuals in focal units keep the normal equations O(1)
+    # Residuals in focal-length units keep the normal equations O(1) in float32.
+    row_scale = jnp.sqrt(w)[:, None] / K[0, 0]
 
-    def residual(delta, rot, trans):
-        r = cam.rotation_matrix(delta[:3]) @ rot
-        return ((_project_cv(r, trans + delta[3:], world, K) - pixels) * sqrt_w * scale).ravel()
+    def cost(rot, trans):
+        res, _ = _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale)
+        return jnp.sum(res**2)
 
     def step(_, state):
-        rot, trans, cost, damping = state
-        zero = jnp.zeros(6)
-        res = residual(zero, rot, trans)
-        jac = jax.jacfwd(residual)(zero, rot, trans)
+        rot, trans, current, damping = state
+        res, jac = _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale)
         hess = jac.T @ jac
-        damped = hess + damping * (jnp.diag(jnp.diag(hess)) + 1e-12 * jnp.eye(6))
-        delta = -jnp.linalg.solve(damped, jac.T @ res)
+        damped = hess + damping * jnp.diag(jnp.diag(hess)) + 1e-12 * jnp.eye(6)
+        delta = -jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped), jac.T @ res)
         new_rot = cam.rotation_matrix(delta[:3]) @ rot
         new_trans = trans + delta[3:]
-        new_cost = jnp.sum(residual(zero, new_rot, new_trans) ** 2)
-        better = new_cost < cost  # False for NaN
+        new_cost = cost(new_rot, new_trans)
+        better = new_cost < current  # False for NaN
         return (jnp.where(better, new_rot, rot), jnp.where(better, new_trans, trans),
-                jnp.where(better, new_cost, cost),
+                jnp.where(better, new_cost, current),
                 jnp.where(better, damping * 0.3, damping * 10.0))
 
-    cost0 = jnp.sum(residual(jnp.zeros(6), rot, trans) ** 2)
-    rot, trans, _, _ = jax.lax.fori_loop(0, steps, step, (rot, trans, cost0, jnp.asarray(1e-3)))
+    state = (rot, trans, cost(rot, trans), jnp.asarray(1e-3))
+    rot, trans, _, _ = jax.lax.fori_loop(0, steps, step, state)
     return rot, trans
 
 
@@ -246,8 +269,8 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
     Returns:
       ``(R [3, 3], t [3], reprojection_error [], ok [] bool)`` with ``x_cam = R X + t``;
       the error is the weighted mean pixel distance. ``ok`` is False for fewer than
-      ``MIN_POINTS`` valid points, (near-)collinear points, points behind the camera or a
-      non-finite result; then ``R = I``, ``t = 0`` and the error is ``inf``.
+      ``MIN_POINTS`` valid points, (near-)collinear 3D points, image points all at one pixel,
+      points behind the camera or a non-finite result; then ``R = I``, ``t = 0`` and the error is ``inf``.
     """
     points3d, points2d, K = (jax.lax.stop_gradient(jnp.asarray(a, jnp.float32))
                              for a in (points3d, points2d, K))
@@ -263,7 +286,8 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
     world = jnp.where(valid[:, None], (points3d - centroid) / radius, 0.0)
 
     ctrl, alphas, variances = _control_points(world, w)
-    null = _null_space(alphas, _normalized_image_points(points2d, K), w)
+    image = _normalized_image_points(points2d, K)
+    null = _null_space(alphas, image, w)
     l_mat = _l_matrix(null)
     rho = jnp.sum(_pair_differences(ctrl) ** 2, -1)
     betas = jax.vmap(lambda b: _refine_betas(l_mat, rho, b))(_initial_betas(l_mat, rho))
@@ -281,12 +305,14 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
     trans = radius * trans - rot @ centroid
     ok = ((jnp.sum(valid) >= MIN_POINTS)
           & (variances[1] > _COLLINEAR_RATIO * variances[0])
+          & (jnp.sum(w * jnp.sum((image - w @ image) ** 2, -1)) > _MIN_IMAGE_SPREAD**2)
           & (depth > 0)
           & jnp.all(jnp.isfinite(rot)) & jnp.all(jnp.isfinite(trans)) & jnp.isfinite(error))
     return (jnp.where(ok, rot, jnp.eye(3)), jnp.where(ok, trans, 0.0),
             jnp.where(ok, error, jnp.inf), ok)
 
 
+@partial(jax.jit, static_argnames=("refine_steps",))
 def epnp_camera(points3d, points2d, image_size, log_fs=0.0, weights=None, *,
                 refine_steps: int = DEFAULT_REFINE_STEPS) -> tuple[cam.Camera, jax.Array]:
     """Pose of the head model from landmarks, as a :class:`Camera` in this project's convention.
