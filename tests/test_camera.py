@@ -155,3 +155,17 @@ def test_bad_shapes_raise_clear_errors():
         cam.matrix_to_rotvec(jnp.zeros((3, 4)))
     with pytest.raises(ValueError, match="points"):
         cam.transform(cam.camera_from_image_size((10, 10)), jnp.zeros((5, 2)))
+
+
+def test_reprojection_loss_gradient_finite_at_frontal_pose():
+    camera = cam.camera_from_image_size((480, 640), translation=jnp.array([0.0, 0.0, -500.0]))
+    points = jnp.asarray(np.random.default_rng(6).normal(size=(10, 3)) * 40, jnp.float32)
+    target = cam.project(camera, points) + 1.0
+
+    def loss(c):
+        return jnp.sum((cam.project(c, points) - target) ** 2)
+
+    grads = jax.grad(loss)(camera)
+    for name in ("rotvec", "translation", "log_fs"):
+        g = np.asarray(getattr(grads, name))
+        assert np.all(np.isfinite(g)) and np.any(g != 0), name

@@ -17,7 +17,8 @@ from avatar_jax.fit.epnp import epnp, epnp_camera
 N = 68  # every test uses 68 points and batches of B so the compiled functions are shared
 B = 12
 K = np.array([[900.0, 0.0, 330.0], [0.0, 900.0, 250.0], [0.0, 0.0, 1.0]])
-ICT = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ict_facekit" / "ict_head.npz"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ICT = SHARED / "assets" / "ict_facekit" / "ict_head.npz"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,8 @@ def test_noise_free_matches_opencv_and_truth(kind, face_points):
         np.testing.assert_allclose(ref_t[b], trans[b], rtol=1e-4, atol=0.05)
     assert float(jnp.max(ref_err)) < 0.02  # pixels
     # Solutions put the points in front of the camera (z_cv > 0).
-    depth = np.einsum("bij,bnj->bni", np.asarray(ours_r), pts)[..., 2] + np.asarray(ours_t)[:, None, 2]
+    depth = (np.einsum("bj,bnj->bn", np.asarray(ours_r)[:, 2], pts)
+             + np.asarray(ours_t)[:, None, 2])
     assert np.all(depth > 0)
 
 

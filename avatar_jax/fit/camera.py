@@ -98,7 +98,7 @@ def camera_from_image_size(image_size, rotvec=None, translation=None, log_fs=0.0
                   principal=principal)
 
 
-def _skew(v: jax.Array) -> jax.Array:
+def skew(v: jax.Array) -> jax.Array:
     """Cross-product matrix ``[..., 3, 3]`` of ``v`` ``[..., 3]``."""
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     zero = jnp.zeros_like(x)
@@ -126,7 +126,7 @@ def rotation_matrix(rotvec: jax.Array) -> jax.Array:
     rotvec = jnp.asarray(rotvec)
     _check_last_dim("rotvec", rotvec, 3)
     _, sinc, cosc, _ = _angle_terms(rotvec)
-    k = _skew(rotvec)
+    k = skew(rotvec)
     eye = jnp.eye(3, dtype=k.dtype)
     return eye + sinc[..., None, None] * k + cosc[..., None, None] * (k @ k)
 
@@ -218,7 +218,7 @@ def project(camera: Camera, points: jax.Array) -> jax.Array:
 
 
 def project_jacobian(camera: Camera, view_points: jax.Array) -> jax.Array:
-    """Closed-form ``d(u, v) / d X_view`` ``[..., N, 2, 3]`` at view-frame points ``[..., N, 3]``."""
+    """Closed-form ``d(u, v) / d X_view`` ``[..., N, 2, 3]`` at view points ``[..., N, 3]``."""
     _check_last_dim("view_points", view_points, 3)
     x, y, z = view_points[..., 0], view_points[..., 1], view_points[..., 2]
     a = camera.focal_px[..., None]

@@ -101,7 +101,7 @@ def _control_points(world, w):
 
 
 def _null_space(alphas, image, w):
-    """The 4 eigenvectors ``[4, 4, 3]`` of ``M^T W M`` with smallest eigenvalues (smallest first)."""
+    """Eigenvectors ``[4, 4, 3]`` of ``M^T W M`` with the 4 smallest eigenvalues, smallest first."""
     one, zero = jnp.ones_like(image[:, 0]), jnp.zeros_like(image[:, 0])
     row_x = jnp.stack([one, zero, -image[:, 0]], -1)
     row_y = jnp.stack([zero, one, -image[:, 1]], -1)
@@ -220,7 +220,7 @@ def _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale):
     d_xy_d_p = jnp.stack([jnp.stack([1 / z, zero, -x / z], -1),
                           jnp.stack([zero, 1 / z, -y / z], -1)], -2)  # [N, 2, 3]
     d_uv_d_xy = jnp.array([[K[0, 0], K[0, 1]], [0.0, K[1, 1]]])
-    d_p_d_w = -cam._skew(rotated)  # d(exp([w]) R X)/dw at 0 = -[R X]_x
+    d_p_d_w = -cam.skew(rotated)  # d(exp([w]) R X)/dw at 0 = -[R X]_x
     d_p = jnp.concatenate([d_p_d_w, jnp.broadcast_to(jnp.eye(3), d_p_d_w.shape)], -1)
     jac = jnp.einsum("ab,nbc,ncd->nad", d_uv_d_xy, d_xy_d_p, d_p)  # [N, 2, 6]
     return ((residual * row_scale).ravel(), (jac * row_scale[..., None]).reshape(-1, 6))
@@ -270,7 +270,8 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
       ``(R [3, 3], t [3], reprojection_error [], ok [] bool)`` with ``x_cam = R X + t``;
       the error is the weighted mean pixel distance. ``ok`` is False for fewer than
       ``MIN_POINTS`` valid points, (near-)collinear 3D points, image points all at one pixel,
-      points behind the camera or a non-finite result; then ``R = I``, ``t = 0`` and the error is ``inf``.
+      points behind the camera or a non-finite result; then ``R = I``, ``t = 0`` and the
+      error is ``inf`` (``R`` and ``t`` are always finite).
     """
     points3d, points2d, K = (jax.lax.stop_gradient(jnp.asarray(a, jnp.float32))
                              for a in (points3d, points2d, K))
@@ -319,7 +320,7 @@ def epnp_camera(points3d, points2d, image_size, log_fs=0.0, weights=None, *,
 
     Args:
       points3d: ``[N, 3]`` model-frame points (mm). points2d: ``[N, 2]`` pixels (x right, y down).
-      image_size: ``[2]`` = (h, w); intrinsics are the paper's (f = max(h, w), principal (w/2, h/2)).
+      image_size: ``[2]`` = (h, w); paper intrinsics: f = max(h, w), principal (w/2, h/2).
       log_fs: ``[]`` fixed focal scale (fs = exp(log_fs)). weights: ``[N]`` or None.
 
     Returns:
