@@ -46,6 +46,8 @@ DECIMATION_SCALE = 100.0
 # Weight of the UV error in the quadric. At 1, ~1% of wedges near the face/head tile seam get
 # the UV of the other tile (stretched texture); at 100 none do (checked in snap_wedge_uvs).
 TEXCOORD_WEIGHT = 100.0
+# MeshLab's penalty on collapses that create badly shaped triangles (0..1).
+QUALITY_THRESHOLD = 0.3
 NUM_CONTOUR_CANDIDATES = 10
 NOSE_WEIGHT_RADIUS_MM = 95.0
 NOSE_WEIGHT = 5.0
@@ -100,8 +102,13 @@ def _write_obj(path: Path, verts, faces, uvs, tri_uvs) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def decimate(verts, faces, uvs, tri_uvs, target_faces: int):
-    """Texture-aware quadric edge collapse. Returns (verts [V',3], faces [F',3], wedge uv [F',3,2])."""
+def decimate(verts, faces, uvs, tri_uvs, target_faces: int, keep: np.ndarray):
+    """Texture-aware quadric edge collapse that keeps the vertices ``keep`` in place.
+
+    Faces touching a kept vertex are left out of the selection, which makes MeshLab lock
+    that vertex and its 1-ring (the ring stays at source resolution).
+    Returns (verts [V',3], faces [F',3], wedge uv [F',3,2]).
+    """
     import pymeshlab
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,10 +116,18 @@ def decimate(verts, faces, uvs, tri_uvs, target_faces: int):
         _write_obj(obj, verts / DECIMATION_SCALE, faces, uvs, tri_uvs)
         ms = pymeshlab.MeshSet()
         ms.load_new_mesh(str(obj))
+    m = ms.current_mesh()
+    if m.vertex_number() != len(verts) or not (m.face_matrix() == faces).all():
+        raise ValueError("MeshLab reordered the source mesh on import")
+    locked_faces = int(np.isin(faces, keep).any(1).sum())
+    ms.compute_selection_by_condition_per_vertex(
+        condselect="||".join(f"(vi=={int(k)})" for k in keep))
+    ms.compute_selection_transfer_vertex_to_face(inclusive=False)
+    ms.apply_selection_inverse(invfaces=True)
     ms.meshing_decimation_quadric_edge_collapse_with_texture(
-        targetfacenum=int(target_faces), qualitythr=0.3, extratcoordw=TEXCOORD_WEIGHT,
-        preserveboundary=True, boundaryweight=1.0, optimalplacement=False,
-        preservenormal=False, planarquadric=False)
+        targetfacenum=int(target_faces) - locked_faces, qualitythr=QUALITY_THRESHOLD,
+        extratcoordw=TEXCOORD_WEIGHT, preserveboundary=True, boundaryweight=1.0,
+        optimalplacement=False, preservenormal=False, planarquadric=False, selected=True)
     m = ms.current_mesh()
     v = m.vertex_matrix() * DECIMATION_SCALE
     f = m.face_matrix().astype(np.int64)
@@ -122,6 +137,108 @@ def decimate(verts, faces, uvs, tri_uvs, target_faces: int):
     remap = -np.ones(len(v), np.int64)
     remap[used] = np.arange(len(used))
     return v[used], remap[f], w
+
+
+def _angles(verts: np.ndarray, tri: tuple[int, int, int]) -> np.ndarray:
+    p = verts[list(tri)]
+    out = np.empty(3)
+    for i in range(3):
+        u, w = p[(i + 1) % 3] - p[i], p[(i + 2) % 3] - p[i]
+        c = u @ w / (np.linalg.norm(u) * np.linalg.norm(w))
+        out[i] = np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+    return out
+
+
+def _segment_distance(p0, p1, q0, q1) -> float:
+    """Closest distance between segments p0p1 and q0q1 (sampled; precise enough for a bound)."""
+    t = np.linspace(0.0, 1.0, 33)[:, None]
+    a = p0 + t * (p1 - p0)
+    b = q0 + t * (q1 - q0)
+    return float(np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).min())
+
+
+def _uv_area(uvs: np.ndarray, tri) -> float:
+    """Signed UV area (positive = counter-clockwise, like the 3D winding)."""
+    p = uvs[list(tri)]
+    e1, e2 = p[1] - p[0], p[2] - p[0]
+    return 0.5 * float(e1[0] * e2[1] - e1[1] * e2[0])
+
+
+def uv_folded_faces(uvs: np.ndarray, tri_uvs: np.ndarray) -> np.ndarray:
+    """Boolean ``[F]``: triangle is clockwise (or zero-area) in UV space."""
+    p = uvs[tri_uvs]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] <= 0
+
+
+def improve_by_edge_flips(verts, faces, tri_uvs, uvs, max_deviation_mm: float = 0.5,
+                          unfold_deviation_mm: float = 1.5, max_rounds: int = 20):
+    """Lawson-style edge flips that raise the smaller minimum angle of a triangle pair or unfold UVs.
+
+    Decimation next to the locked, dense boundaries (eyes, mouth) leaves slivers, and a few
+    triangles folded (clockwise) in UV space; a flip is taken when it raises the pair's minimum
+    angle, or unfolds a UV-folded pair, and never folds UVs. A flip
+    changes only the connectivity (vertices, hence all per-vertex data, stay exact) and is
+    taken only for interior, non-UV-seam edges, when the new diagonal exists nowhere else,
+    both new triangles keep the pair's orientation, and the surface moves by at most
+    ``max_deviation_mm`` (distance between the two diagonals; ``unfold_deviation_mm`` for a
+    flip that unfolds UVs).
+    Returns (faces [F,3], tri_uvs [F,3], number of flips).
+    """
+    faces = faces.copy()
+    tri_uvs = tri_uvs.copy()
+    nflips = 0
+    for _ in range(max_rounds):
+        edge_faces: dict[tuple[int, int], list[int]] = {}
+        for fi, t in enumerate(faces.tolist()):
+            for k in range(3):
+                a, b = t[k], t[(k + 1) % 3]
+                edge_faces.setdefault((min(a, b), max(a, b)), []).append(fi)
+        touched = np.zeros(len(faces), bool)
+        flipped = 0
+        for (a, b), fs in edge_faces.items():
+            if len(fs) != 2 or touched[fs].any():
+                continue
+            f1, f2 = fs
+            t1, t2 = faces[f1].tolist(), faces[f2].tolist()
+            # Rotate so that t1 = (a, b, c) with a->b, t2 = (b, a, d).
+            k1 = next(k for k in range(3) if {t1[k], t1[(k + 1) % 3]} == {a, b})
+            a_, b_, c = t1[k1], t1[(k1 + 1) % 3], t1[(k1 + 2) % 3]
+            k2 = t2.index(b_)
+            if t2[(k2 + 1) % 3] != a_:
+                continue  # incoherent winding; not expected
+            d = t2[(k2 + 2) % 3]
+            u1 = dict(zip(t1, tri_uvs[f1].tolist()))
+            u2 = dict(zip(t2, tri_uvs[f2].tolist()))
+            if u1[a_] != u2[a_] or u1[b_] != u2[b_]:
+                continue  # UV seam
+            if (min(c, d), max(c, d)) in edge_faces or c == d:
+                continue
+            old_min = min(_angles(verts, (a_, b_, c)).min(), _angles(verts, (b_, a_, d)).min())
+            new1, new2 = (a_, d, c), (d, b_, c)
+            new_uv1, new_uv2 = [u1[a_], u2[d], u1[c]], [u2[d], u1[b_], u1[c]]
+            if min(_uv_area(uvs, new_uv1), _uv_area(uvs, new_uv2)) <= 0:
+                continue  # would fold the texture
+            uv_folded = min(_uv_area(uvs, tri_uvs[f1]), _uv_area(uvs, tri_uvs[f2])) <= 0
+            new_min = min(_angles(verts, new1).min(), _angles(verts, new2).min())
+            if not (new_min > old_min + 0.5 or (uv_folded and new_min > 1.0)):
+                continue
+            n_old = face_normals(verts, np.array([[a_, b_, c], [b_, a_, d]])).sum(0)
+            n_new = face_normals(verts, np.array([new1, new2]))
+            if (n_new @ n_old <= 0).any():
+                continue
+            # Unfolding a UV triangle is worth a larger (still sub-mm) change of shape.
+            limit = unfold_deviation_mm if uv_folded else max_deviation_mm
+            if _segment_distance(verts[a_], verts[b_], verts[c], verts[d]) > limit:
+                continue
+            faces[f1], faces[f2] = new1, new2
+            tri_uvs[f1], tri_uvs[f2] = new_uv1, new_uv2
+            touched[[f1, f2]] = True
+            flipped += 1
+        nflips += flipped
+        if flipped == 0:
+            break
+    return faces, tri_uvs, nflips
 
 
 def snap_to_source(src_verts: np.ndarray, verts: np.ndarray, tol_mm: float = 1e-3) -> np.ndarray:
@@ -291,7 +408,9 @@ def transfer_errors(src, src_ids, faces, modes=((("identity", 0), 3.0), (("ident
 
 # --------------------------------------------------------------------------- main
 
-def build(src_dir: Path, variant: str, target_faces: int = DEFAULT_TARGET_FACES) -> tuple[dict, dict]:
+def build(src_dir: Path, variant: str, target_faces: int = DEFAULT_TARGET_FACES,
+          with_errors: bool = True) -> tuple[dict, dict]:
+    """Build the model arrays (as saved) and a report; ``with_errors`` adds transfer errors (slow)."""
     src = load_source(src_dir)
     sv = src["vertices"].astype(np.float64)
     sf = src["triangles"].astype(np.int64)
@@ -299,17 +418,24 @@ def build(src_dir: Path, variant: str, target_faces: int = DEFAULT_TARGET_FACES)
     stuv = src["triangle_uvs"].astype(np.int64)
 
     if variant == "lowpoly":
-        v, f, wuv = decimate(sv, sf, suv, stuv, target_faces)
+        keep = np.unique(np.concatenate([src["landmarks68"], src["jawline_right_ext"],
+                                         src["jawline_left_ext"]]))
+        v, f, wuv = decimate(sv, sf, suv, stuv, target_faces, keep)
         src_ids = snap_to_source(sv, v)
+        if not np.isin(keep, src_ids).all():
+            raise ValueError("decimation removed a landmark or extended-jawline vertex")
         uv_src, tri_uvs = snap_wedge_uvs(src_ids, f, wuv, sf, stuv, suv)
         uvs = suv[uv_src]
+        f, tri_uvs, nflips = improve_by_edge_flips(sv[src_ids], f, tri_uvs, uvs)
     elif variant == "full":
         src_ids = np.arange(len(sv))
         f, uvs, tri_uvs = sf, suv, stuv
     else:
         raise ValueError(f"unknown variant {variant!r} (expected 'lowpoly' or 'full')")
     verts = sv[src_ids]
-    report = {"num_vertices": len(verts), "num_faces": len(f), "num_uvs": len(uvs)}
+    report = {"num_vertices": len(verts), "num_faces": len(f), "num_uvs": len(uvs),
+              "uv_folded_faces": int(uv_folded_faces(uvs, tri_uvs).sum()),
+              "edge_flips": nflips if variant == "lowpoly" else 0}
     report.update(check_clean(verts, f, sv, sf))
 
     lm_faces, lm_bary, lm_dist = embed_landmarks(verts, f, sv[src["landmarks68"]])
@@ -348,7 +474,10 @@ def build(src_dir: Path, variant: str, target_faces: int = DEFAULT_TARGET_FACES)
         "lap_vals": lap.data[order].astype(np.float32),
         "source_vertex_ids": src_ids.astype(np.int32),
     }
-    report["transfer_error_mm"] = transfer_errors(src, src_ids, f) if variant == "lowpoly" else "exact"
+    if variant == "full":
+        report["transfer_error_mm"] = "exact (source mesh)"
+    elif with_errors:
+        report["transfer_error_mm"] = transfer_errors(src, src_ids, f)
     report["nose_tip"] = nose
     report["contour_distinct"] = [int(len(np.unique(r))) for r in contour]
     return model, report
