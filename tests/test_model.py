@@ -350,6 +350,17 @@ def test_closest_point_on_triangles_regions():
         np.testing.assert_allclose(bary.sum(), 1.0)
 
 
+def test_closest_point_on_mesh_matches_brute_force(model):
+    v, f = _np(model)
+    rng = np.random.default_rng(2)
+    pts = v[rng.choice(len(v), 40, replace=False)] + rng.normal(scale=4.0, size=(40, 3))
+    q, d, fid, bary = closest_point_on_mesh(v, f, pts)
+    for i, p in enumerate(pts):
+        qq, _ = closest_point_on_triangles(np.repeat(p[None], len(f), 0), v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
+        assert abs(np.linalg.norm(qq - p, axis=1).min() - d[i]) < 1e-9
+    np.testing.assert_allclose(np.einsum("nk,nkd->nd", bary, v[f[fid]]), q, atol=1e-9)
+
+
 # --------------------------------------------------------------------------- loader
 
 def test_load_is_cached_and_fast(model):

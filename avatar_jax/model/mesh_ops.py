@@ -73,7 +73,7 @@ def closest_point_on_mesh(verts: np.ndarray, faces: np.ndarray, points: np.ndarr
 
     Candidates are first the ``k`` triangles with the nearest centroids; a second pass then
     checks every triangle that could still be closer (centroid within the current distance plus
-    the largest centroid-to-corner radius), so the result is exact, not a heuristic.
+    that triangle's centroid-to-corner radius), so the result is exact, not a heuristic.
 
     Args:
       verts: ``[V, 3]``; faces: ``[F, 3]`` int; points: ``[N, 3]``.
@@ -85,11 +85,12 @@ def closest_point_on_mesh(verts: np.ndarray, faces: np.ndarray, points: np.ndarr
     faces = np.asarray(faces)
     tri = verts[faces]
     centroid = tri.mean(1)
-    radius = np.sqrt(((tri - centroid[:, None]) ** 2).sum(-1)).max()
+    radii = np.sqrt(((tri - centroid[:, None]) ** 2).sum(-1)).max(1)
     tree = cKDTree(centroid)
     k = min(k, len(faces))
-    _, cand = tree.query(points, k=k)
+    cdist, cand = tree.query(points, k=k)
     cand = cand.reshape(len(points), k)
+    cdist = cdist.reshape(len(points), k)
 
     def best_of(pidx: np.ndarray, fidx: np.ndarray):
         q, bary = closest_point_on_triangles(points[pidx], *(tri[fidx, i] for i in range(3)))
@@ -105,12 +106,17 @@ def closest_point_on_mesh(verts: np.ndarray, faces: np.ndarray, points: np.ndarr
     best_q = q.reshape(-1, k, 3)[rows, j]
     best_b = bary.reshape(-1, k, 3)[rows, j]
 
-    # Exactness pass: any triangle within best_d has its centroid within best_d + radius.
-    balls = tree.query_ball_point(points, best_d + radius + 1e-9)
-    lens = np.fromiter((len(x) for x in balls), int, len(balls))
-    extra_p = np.repeat(np.arange(len(points)), lens)
-    extra_f = np.concatenate([np.asarray(x, int) for x in balls]) if lens.sum() else np.zeros(0, int)
-    if len(extra_f):
+    # Exactness pass: a triangle within best_d has |p - centroid| <= best_d + its radius. Only
+    # points whose k-th centroid is not already beyond best_d + max radius can have one left.
+    unsure = np.flatnonzero(cdist[:, -1] <= best_d + radii.max())
+    if len(unsure):
+        balls = tree.query_ball_point(points[unsure], best_d[unsure] + radii.max() + 1e-9)
+        lens = np.fromiter((len(x) for x in balls), int, len(balls))
+        extra_p = np.repeat(unsure, lens)
+        extra_f = np.concatenate([np.asarray(x, int) for x in balls])
+        near = np.sqrt(((points[extra_p] - centroid[extra_f]) ** 2).sum(-1)) \
+            <= best_d[extra_p] + radii[extra_f] + 1e-9
+        extra_p, extra_f = extra_p[near], extra_f[near]
         q2, d2, b2 = best_of(extra_p, extra_f)
         order = np.lexsort((d2, extra_p))
         first = order[np.r_[True, extra_p[order][1:] != extra_p[order][:-1]]]
