@@ -36,6 +36,11 @@ import jax.numpy as jnp
 
 from avatar_jax.fit import camera as cam
 
+# Full float32 products even where the default matmul precision is lower (TF32 on GPUs): the
+# null space of M^T M and the pose are sensitive to 1e-3 relative errors.
+_dot = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+_einsum = partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+
 MIN_POINTS = 6
 DEFAULT_REFINE_STEPS = 8
 _BETA_GN_STEPS = 5
@@ -86,7 +91,7 @@ def _control_points(world, w):
 
     ``world`` is centred on the weighted centroid and has unit weighted RMS radius.
     """
-    cov = jnp.einsum("n,ni,nj->ij", w, world, world)
+    cov = _einsum("n,ni,nj->ij", w, world, world)
     variances, axes = jnp.linalg.eigh(cov)
     variances, axes = variances[::-1], axes[:, ::-1]
     # Under noise EPnP depends on the control points, so fix the eigenvector signs
@@ -95,7 +100,7 @@ def _control_points(world, w):
     axes = axes * jnp.where(pivot < 0, -1.0, 1.0)
     scales = jnp.maximum(jnp.sqrt(jnp.maximum(variances, 0.0)), _MIN_AXIS)
     ctrl = jnp.concatenate([jnp.zeros((1, 3)), (axes * scales).T], 0)
-    coords = (world @ axes) / scales
+    coords = _dot(world, axes) / scales
     alphas = jnp.concatenate([1.0 - jnp.sum(coords, -1, keepdims=True), coords], -1)
     return ctrl, alphas, variances
 
@@ -106,8 +111,8 @@ def _null_space(alphas, image, w):
     row_x = jnp.stack([one, zero, -image[:, 0]], -1)
     row_y = jnp.stack([zero, one, -image[:, 1]], -1)
     rows = jnp.stack([row_x, row_y], 1)  # [N, 2, 3]
-    m = jnp.einsum("nc,nrd->nrcd", alphas, rows).reshape(-1, 2, 12)
-    mtm = jnp.einsum("n,nri,nrj->ij", w, m, m)
+    m = _einsum("nc,nrd->nrcd", alphas, rows).reshape(-1, 2, 12)
+    mtm = _einsum("n,nri,nrj->ij", w, m, m)
     _, vecs = jnp.linalg.eigh(mtm)
     return vecs[:, :4].T.reshape(4, 4, 3)
 
@@ -160,13 +165,13 @@ def _initial_betas(l_mat, rho):
 def _solve_qr(a, b):
     """Least squares ``a x = b`` for a full-column-rank ``a`` via QR (as OpenCV's qr_solve)."""
     q, r = jnp.linalg.qr(a)
-    return jax.scipy.linalg.solve_triangular(r, q.T @ b)
+    return jax.scipy.linalg.solve_triangular(r, _dot(q.T, b))
 
 
 def _refine_betas(l_mat, rho, betas):
     """Gauss-Newton on the 4 betas minimising ``|L beta_products - rho|^2`` (as OpenCV)."""
     def residual(b):
-        return l_mat @ _beta_products(b) - rho
+        return _dot(l_mat, _beta_products(b)) - rho
 
     def step(_, b):
         return b + _solve_qr(jax.jacfwd(residual)(b), -residual(b))
@@ -176,18 +181,18 @@ def _refine_betas(l_mat, rho, betas):
 
 def _procrustes(src, dst, w):
     """Weighted rigid fit ``dst ~ R src + t`` (proper rotation): ``(R [3, 3], t [3])``."""
-    src_mean, dst_mean = w @ src, w @ dst
-    cov = jnp.einsum("n,ni,nj->ij", w, dst - dst_mean, src - src_mean)
+    src_mean, dst_mean = _dot(w, src), _dot(w, dst)
+    cov = _einsum("n,ni,nj->ij", w, dst - dst_mean, src - src_mean)
     u, _, vt = jnp.linalg.svd(cov)
-    reflect = jnp.linalg.det(u @ vt) < 0
+    reflect = jnp.linalg.det(_dot(u, vt)) < 0
     signs = jnp.stack([1.0, 1.0, jnp.where(reflect, -1.0, 1.0)])
-    rot = (u * signs) @ vt
-    return rot, dst_mean - rot @ src_mean
+    rot = _dot(u * signs, vt)
+    return rot, dst_mean - _dot(rot, src_mean)
 
 
 def _project_cv(rot, trans, world, K):
     """OpenCV projection of ``world [N, 3]`` to pixels ``[N, 2]``; depth clamped away from 0."""
-    p = world @ rot.T + trans
+    p = _dot(world, rot.T) + trans
     z = jnp.where(jnp.abs(p[:, 2]) > 1e-12, p[:, 2], 1e-12)
     x, y = p[:, 0] / z, p[:, 1] / z
     return jnp.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], -1)
@@ -200,8 +205,8 @@ def _reprojection_error(rot, trans, world, pixels, K, w):
 
 
 def _pose_from_betas(betas, null, alphas, world, w):
-    ctrl_cam = jnp.einsum("k,kcd->cd", betas, null)
-    cam_points = alphas @ ctrl_cam
+    ctrl_cam = _einsum("k,kcd->cd", betas, null)
+    cam_points = _dot(alphas, ctrl_cam)
     # The null-space solution is defined up to sign: put the points in front of the camera.
     flip = jnp.sum(w * cam_points[:, 2]) < 0
     cam_points = jnp.where(flip, -cam_points, cam_points)
@@ -211,7 +216,7 @@ def _pose_from_betas(betas, null, alphas, world, w):
 def _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale):
     """Scaled pixel residuals ``[2N]`` and their Jacobian ``[2N, 6]`` w.r.t. a left rotation
     perturbation ``exp([w]) R`` (w first) and a translation step, in closed form."""
-    rotated = world @ rot.T
+    rotated = _dot(world, rot.T)
     p = rotated + trans
     z = jnp.where(jnp.abs(p[:, 2]) > 1e-12, p[:, 2], 1e-12)
     x, y = p[:, 0] / z, p[:, 1] / z
@@ -222,7 +227,7 @@ def _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale):
     d_uv_d_xy = jnp.array([[K[0, 0], K[0, 1]], [0.0, K[1, 1]]])
     d_p_d_w = -cam.skew(rotated)  # d(exp([w]) R X)/dw at 0 = -[R X]_x
     d_p = jnp.concatenate([d_p_d_w, jnp.broadcast_to(jnp.eye(3), d_p_d_w.shape)], -1)
-    jac = jnp.einsum("ab,nbc,ncd->nad", d_uv_d_xy, d_xy_d_p, d_p)  # [N, 2, 6]
+    jac = _einsum("ab,nbc,ncd->nad", d_uv_d_xy, d_xy_d_p, d_p)  # [N, 2, 6]
     return ((residual * row_scale).ravel(), (jac * row_scale[..., None]).reshape(-1, 6))
 
 
@@ -238,10 +243,10 @@ def _refine_pose(rot, trans, world, pixels, K, w, steps):
     def step(_, state):
         rot, trans, current, damping = state
         res, jac = _pose_residual_and_jacobian(rot, trans, world, pixels, K, row_scale)
-        hess = jac.T @ jac
+        hess = _dot(jac.T, jac)
         damped = hess + damping * jnp.diag(jnp.diag(hess)) + 1e-12 * jnp.eye(6)
-        delta = -jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped), jac.T @ res)
-        new_rot = cam.rotation_matrix(delta[:3]) @ rot
+        delta = -jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped), _dot(jac.T, res))
+        new_rot = _dot(cam.rotation_matrix(delta[:3]), rot)
         new_trans = trans + delta[3:]
         new_cost = cost(new_rot, new_trans)
         better = new_cost < current  # False for NaN
@@ -281,7 +286,7 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
     points3d, points2d, w, valid = _sanitize(points3d, points2d, weights)
     w = w / jnp.maximum(jnp.sum(w), 1e-30)
 
-    centroid = w @ points3d
+    centroid = _dot(w, points3d)
     radius = jnp.sqrt(jnp.sum(w * jnp.sum((points3d - centroid) ** 2, -1)))
     radius = jnp.where(radius > 0, radius, 1.0)
     world = jnp.where(valid[:, None], (points3d - centroid) / radius, 0.0)
@@ -301,12 +306,12 @@ def epnp(points3d, points2d, K, weights=None, *, refine_steps: int = DEFAULT_REF
         rot, trans = _refine_pose(rot, trans, world, points2d, K, w, refine_steps)
     error = _reprojection_error(rot, trans, world, points2d, K, w)
 
-    depth = jnp.sum(w * (world @ rot[2] + trans[2]))
+    depth = jnp.sum(w * (_dot(world, rot[2]) + trans[2]))
     # Back to the caller's world frame: x_cam = R (X - c)/s + t_n, times s.
-    trans = radius * trans - rot @ centroid
+    trans = radius * trans - _dot(rot, centroid)
     ok = ((jnp.sum(valid) >= MIN_POINTS)
           & (variances[1] > _COLLINEAR_RATIO * variances[0])
-          & (jnp.sum(w * jnp.sum((image - w @ image) ** 2, -1)) > _MIN_IMAGE_SPREAD**2)
+          & (jnp.sum(w * jnp.sum((image - _dot(w, image)) ** 2, -1)) > _MIN_IMAGE_SPREAD**2)
           & (depth > 0)
           & jnp.all(jnp.isfinite(rot)) & jnp.all(jnp.isfinite(trans)) & jnp.isfinite(error))
     return (jnp.where(ok, rot, jnp.eye(3)), jnp.where(ok, trans, 0.0),
