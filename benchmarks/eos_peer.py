@@ -76,7 +76,6 @@ NUM_LANDMARKS = 68
 # eos's 1-based iBUG names of the jaw landmarks (eos share/ibug_to_sfm.txt [contour_landmarks]).
 RIGHT_CONTOUR_IDS = tuple(range(1, 9))
 LEFT_CONTOUR_IDS = tuple(range(10, 18))
-CHIN_ID = 9
 EOS_LAMBDA_IDENTITY = 30.0  # eos-py 1.5.0 fit_shape_and_pose default
 EOS_LAMBDA_EXPRESSIONS = 30.0  # idem (unused by eos for blendshapes)
 
@@ -305,7 +304,8 @@ def eos_fit(eos_bundle: EosBundle, landmarks68, image_size, iterations: int = 5,
       image_size: ``(h, w)``.
 
     Returns a dict: ``vertices [V, 3]`` (fitted mesh, model space), ``modelview [4, 4]``,
-    ``projection [4, 4]``, ``rotation [3, 3]``, ``yaw_pitch_roll [3]`` (deg, eos's),
+    ``projection [4, 4]``, ``rotation [3, 3]``, ``rendering_parameters`` (eos's object),
+    ``yaw_pitch_roll [3]`` (deg, eos's),
     ``shape_coeffs [Ki]`` (eos's z), ``identity [Ki]`` (ours, ``sigma * W z``),
     ``blendshape_coeffs [Ke]`` (= our expression weights), ``landmarks2d [68, 2]``,
     ``reprojection_error`` (mean px over the 68), ``time_s`` (the eos call alone).
@@ -329,6 +329,7 @@ def eos_fit(eos_bundle: EosBundle, landmarks68, image_size, iterations: int = 5,
     z = np.asarray(shape_coeffs, np.float64)
     return dict(
         vertices=verts, modelview=modelview, projection=projection, rotation=rotation,
+        rendering_parameters=params,
         yaw_pitch_roll=np.asarray(params.get_yaw_pitch_roll(), np.float64).reshape(3),
         shape_coeffs=z, identity=b.identity_sigma * (b.coeff_rotation @ z),
         blendshape_coeffs=np.asarray(blend_coeffs, np.float64), landmarks2d=pts2d,
