@@ -13,7 +13,8 @@ Conversion (exact):
 * identity: our model is ``X = neutral + B c`` with ``B[:, k] = identity_basis[k] * sigma_k``
   (``[3V, Ki]``, xyzxyz... order) and prior ``c ~ N(0, I)``. eos's ``PcaModel`` wants an
   orthonormal basis ``U`` and eigenvalues ``lam`` and draws ``X = mean + U sqrt(lam) z`` with
-  prior ``z ~ N(0, I)`` (its fit minimises ``|residual|^2 / sd^2 + lambda |z|^2``). With the thin
+  prior ``z ~ N(0, I)`` (its linear shape fit minimises ``|residual_px|^2 / 3 + lambda |z|^2``,
+  i.e. a detector sd of sqrt(3) px; checked against ``fit_shape_to_landmarks_linear``). With the thin
   SVD ``B = U S W^T`` (via the eigenvectors ``W`` of ``B^T B``) we pass ``U`` and ``lam = S^2``;
   then ``z = W^T c``. ``W`` is orthogonal
   (``B`` has full column rank; checked), so the two priors are the same Gaussian and
@@ -25,8 +26,9 @@ Conversion (exact):
 Approximations (documented, deliberate):
 
 * eos maps landmarks to VERTICES, not barycentric surface points: each landmark uses the vertex
-  of its embedding triangle with the largest barycentric weight (``landmark_vertex_ids``). On the
-  ~2.9k-vertex mesh that vertex lies a few mm from the true landmark point.
+  of its embedding triangle with the largest barycentric weight (``landmark_vertex_ids``). Exact
+  for the committed low-poly model (its landmark barycentrics are one-hot; ``mapper_offset_mm``
+  reports the offset for any model, and ``main`` prints it).
 * Landmarks 1-8 / 10-17 (jaw, eos's 1-based iBUG names) are not in the mapper: eos matches them
   itself, the camera-facing side against ``ModelContour`` (2D nearest neighbour among the
   model-contour vertices) and the away-facing side against occluding mesh edges (from the edge
@@ -36,7 +38,7 @@ Approximations (documented, deliberate):
 * eos's camera is scaled orthographic (affine); our fitter and the synthetic data use a pinhole
   camera, so eos carries a perspective residual that grows as the head gets closer.
 * Priors: eos defaults ``lambda_identity = 30`` on ``z`` (i.e. on our ``c``), landmark
-  residuals weighted by eos's detector standard deviation (default), and the blendshapes are fit
+  residuals weighted by 1/3 (eos's default detector sd sqrt(3) px), and the blendshapes are fit
   by non-negative least squares without our ``expression_sigma`` prior (``lambda_expressions``
   is passed through but only used by eos for PCA expression models).
 * Edge topology: eos stores at most two faces per edge; for a non-manifold edge the first two
@@ -49,8 +51,13 @@ contour candidate on the silhouette under eos's pose (smallest ``|n_z|`` in came
 fitted mesh's normal; the orthographic view direction is -z). That is the rule the synthetic
 ground truth and our fitter use, so the reprojection errors are comparable.
 
+Reproducibility: the conversion is bit-identical from run to run, but eos's fit itself is not
+quite (same inputs, separate processes: reprojection of one head 6.965 vs 6.972 px), presumably
+alignment-dependent Eigen reductions whose float32 rounding the discrete contour matching
+amplifies; means over 16 images agreed to 0.01 px in three runs.
+
 eos-py 1.5.0 is single-threaded: its extension imports no pthread_create/OpenMP symbols
-(Eigen without OpenMP); ``time_s`` is the wall time of the ``fit_shape_and_pose`` call alone.
+(Eigen without OpenMP); ``time_s`` is the wall time of the ``fit_shape_and_pose`` call alone, ``cpu_s`` its thread CPU time.
 """
 
 from __future__ import annotations
@@ -308,19 +315,21 @@ def eos_fit(eos_bundle: EosBundle, landmarks68, image_size, iterations: int = 5,
     ``yaw_pitch_roll [3]`` (deg, eos's),
     ``shape_coeffs [Ki]`` (eos's z), ``identity [Ki]`` (ours, ``sigma * W z``),
     ``blendshape_coeffs [Ke]`` (= our expression weights), ``landmarks2d [68, 2]``,
-    ``reprojection_error`` (mean px over the 68), ``time_s`` (the eos call alone).
+    ``reprojection_error`` (mean px over the 68), ``time_s`` (wall time of the eos call alone),
+    ``cpu_s`` (CPU time of this thread in that call: eos is single-threaded, so this is its work,
+    less inflated than ``time_s`` on a loaded machine).
     """
     if not isinstance(eos_bundle, EosBundle):
         raise TypeError(f"eos_fit needs an EosBundle from make_bundle(model), got {type(eos_bundle).__name__}")
     lm, h, w = _check_inputs(landmarks68, image_size, iterations)
     eos_landmarks = [eos.core.Landmark(str(i + 1), p) for i, p in enumerate(lm)]
     b = eos_bundle
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     mesh, params, shape_coeffs, blend_coeffs = eos.fitting.fit_shape_and_pose(
         b.morphable_model, eos_landmarks, b.landmark_mapper, w, h, b.edge_topology,
         b.contour_landmarks, b.model_contour, num_iterations=int(iterations),
         lambda_identity=float(lambda_identity), lambda_expressions=float(lambda_expressions))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
     verts = np.asarray(mesh.vertices, np.float64)
     modelview = np.asarray(params.get_modelview(), np.float64)
     projection = np.asarray(params.get_projection(), np.float64)
@@ -333,7 +342,8 @@ def eos_fit(eos_bundle: EosBundle, landmarks68, image_size, iterations: int = 5,
         yaw_pitch_roll=np.asarray(params.get_yaw_pitch_roll(), np.float64).reshape(3),
         shape_coeffs=z, identity=b.identity_sigma * (b.coeff_rotation @ z),
         blendshape_coeffs=np.asarray(blend_coeffs, np.float64), landmarks2d=pts2d,
-        reprojection_error=float(np.mean(np.linalg.norm(pts2d - lm, axis=1))), time_s=elapsed)
+        reprojection_error=float(np.mean(np.linalg.norm(pts2d - lm, axis=1))), time_s=elapsed,
+        cpu_s=cpu)
 
 
 # ----------------------------------------------------------------------------- self-check
@@ -361,7 +371,7 @@ def main(argv=None) -> int:
           f"max {mapper_offset_mm(model).max():.2f} mm")
     batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(0), args.images,
                                              noise_px=args.noise))
-    times, errs = [], []
+    times, cpu, errs = [], [], []
     for i, (lm, size) in enumerate(zip(batch.landmarks, batch.image_sizes)):
         out = eos_fit(bundle, lm, (int(size[0]), int(size[1])), iterations=args.iterations)
         err = np.linalg.norm(out["landmarks2d"] - lm, axis=1)
@@ -370,10 +380,12 @@ def main(argv=None) -> int:
               f"(jaw {err[:17].mean():5.2f}, inner {err[17:].mean():5.2f})  eos yaw "
               f"{out['yaw_pitch_roll'][0]:+6.1f} deg  identity rms err {id_rms:.2f} (prior sd 1)")
         times.append(out["time_s"])
+        cpu.append(out["cpu_s"])
         errs.append(err)
     errs = np.stack(errs)
     print(f"eos-py fit_shape_and_pose, {args.iterations} it., contour on: median "
-          f"{1e3 * np.median(times):.2f} ms/image (single thread), mean reprojection "
+          f"{1e3 * np.median(times):.2f} ms/image wall, {1e3 * np.median(cpu):.2f} ms CPU (single "
+          f"thread), mean reprojection "
           f"{errs.mean():.2f} px (jaw {errs[:, :17].mean():.2f}, inner {errs[:, 17:].mean():.2f}) "
           f"over {len(times)} images")
     return 0
