@@ -14,12 +14,12 @@ Conversion (exact):
   (``[3V, Ki]``, xyzxyz... order) and prior ``c ~ N(0, I)``. eos's ``PcaModel`` wants an
   orthonormal basis ``U`` and eigenvalues ``lam`` and draws ``X = mean + U sqrt(lam) z`` with
   prior ``z ~ N(0, I)`` (its linear shape fit minimises ``|residual_px|^2 / 3 + lambda |z|^2``,
-  i.e. a detector sd of sqrt(3) px; checked against ``fit_shape_to_landmarks_linear``). With the thin
-  SVD ``B = U S W^T`` (via the eigenvectors ``W`` of ``B^T B``) we pass ``U`` and ``lam = S^2``;
-  then ``z = W^T c``. ``W`` is orthogonal
-  (``B`` has full column rank; checked), so the two priors are the same Gaussian and
-  ``|z| = |c|``: eos's regulariser on ``z`` is exactly ours on ``c``. Back to our coefficients:
-  ``identity = sigma * (W z)`` (returned as ``identity``).
+  i.e. a detector sd of sqrt(3) px; checked against ``fit_shape_to_landmarks_linear``). With
+  the thin SVD ``B = U S W^T`` (via the eigenvectors ``W`` of ``B^T B``) we pass ``U`` and
+  ``lam = S^2``; then ``z = W^T c``. ``W`` is orthogonal (``B`` has full column rank; checked),
+  so the two priors are the same Gaussian and ``|z| = |c|``: eos's regulariser on ``z`` is
+  exactly ours on ``c``. Back to our coefficients: ``identity = sigma * (W z)`` (returned as
+  ``identity``).
 * expression: one ``eos.morphablemodel.Blendshape(name, expression_basis[j])`` per ARKit shape;
   eos's blendshape coefficients are our expression weights ``beta`` directly.
 
@@ -57,7 +57,8 @@ alignment-dependent Eigen reductions whose float32 rounding the discrete contour
 amplifies; means over 16 images agreed to 0.01 px in three runs.
 
 eos-py 1.5.0 is single-threaded: its extension imports no pthread_create/OpenMP symbols
-(Eigen without OpenMP); ``time_s`` is the wall time of the ``fit_shape_and_pose`` call alone, ``cpu_s`` its thread CPU time.
+(Eigen without OpenMP). ``time_s`` is the wall time of the ``fit_shape_and_pose`` call alone,
+``cpu_s`` its thread CPU time.
 """
 
 from __future__ import annotations
