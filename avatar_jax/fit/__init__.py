@@ -1,1 +1,22 @@
-"""fit stage of avatar-jax."""
+"""Non-rigid landmark fitting (paper section 3.4): energy terms, camera, EPnP, batched solver.
+
+Quick use::
+
+    from avatar_jax.fit import fit, FitConfig
+    result = fit(landmarks, image_sizes)          # [B, 68, 2], [B, 2] -> FitResult
+
+See :mod:`avatar_jax.fit.fitting` for the algorithm and :mod:`avatar_jax.fit.config` for the
+energy's terms and weights.
+"""
+
+from avatar_jax.fit.camera import Camera, camera_from_image_size, project, rotation_matrix, transform
+from avatar_jax.fit.config import FitConfig, GemanMcClure, LinearTermSpec, PoseTermSpec
+from avatar_jax.fit.fitting import (STATUS_DEGENERATE, STATUS_NAMES, STATUS_NONFINITE, STATUS_OK,
+                                    FitOperators, FitResult, LandmarkSet, fit, prepare)
+
+__all__ = [
+    "Camera", "camera_from_image_size", "project", "rotation_matrix", "transform",
+    "FitConfig", "GemanMcClure", "LinearTermSpec", "PoseTermSpec",
+    "FitOperators", "FitResult", "LandmarkSet", "fit", "prepare",
+    "STATUS_OK", "STATUS_NONFINITE", "STATUS_DEGENERATE", "STATUS_NAMES",
+]

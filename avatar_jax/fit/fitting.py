@@ -1,0 +1,476 @@
+"""Non-rigid landmark fitting (paper section 3.4), batched and exact.
+
+Unknowns per image: ``p = [alpha, beta, dP, t, r, log_fs]`` (alpha only in landmark-only mode).
+The shape unknowns ``x = [alpha, beta, dP]`` are eliminated exactly (:mod:`avatar_jax.fit.prior`):
+each Gauss-Newton step works on the camera (7 unknowns) and the P surface points the landmarks
+can touch, and costs one ``2K x 2K`` Cholesky (K landmarks) plus a 7 x 7 solve per image::
+
+    M     = I + D C_act D^T                 (landmark noise + prior covariance of the points)
+    e     = r - D (y - ybar)                (residual, moved back to the prior mean shape)
+    dpose = -(J^T M^-1 J + Jp^T Jp + mu)^-1 (J^T M^-1 e + Jp^T rp)
+    w     = M^-1 (e + J dpose),  lam = -D^T w,  y' = ybar + C lam
+
+with ``D`` the (weighted) derivative of the projections w.r.t. the active points, ``J`` the one
+w.r.t. the camera, ``rp, Jp`` the camera priors. This is algebraically the Gauss-Newton step of
+the full problem (the Woodbury identity on the Schur complement); ``tests/test_fit.py`` checks it
+against a dense solve of the full normal equations on the real model. The full ``x`` (and the
+mesh) is rebuilt once at the end: ``x = xbar(z) + W lam``.
+
+Each iteration also re-picks the jaw-contour points (silhouette under the current pose) and
+freezes beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` damps the camera
+block and accepts a step only if it lowers the energy of the iteration (same contour, same lag).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.experimental import sparse as jsparse
+
+from avatar_jax.fit import camera as cam
+from avatar_jax.fit.config import FitConfig
+from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
+from avatar_jax.fit.terms import (ShapeLayout, landmark_residual, landmark_weights, linear_terms,
+                                  pose_residual)
+from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface
+
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+STATUS_DEGENERATE = 2
+STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE: "non-finite", STATUS_DEGENERATE: "degenerate input"}
+MIN_VALID_LANDMARKS = 6
+
+
+# ----------------------------------------------------------------------------- prepared operators
+
+@struct.dataclass
+class LandmarkSet:
+    """K landmarks embedded on the model surface; ``sliding`` of them follow the jaw silhouette.
+
+    faces ``[K, 3]`` vertex ids, bary ``[K, 3]``; ``sliding`` static tuple of landmark indices
+    whose candidates are ``model.contour_candidates`` rows (in order).
+    """
+
+    faces: jax.Array
+    bary: jax.Array
+    sliding: tuple[int, ...] = struct.field(pytree_node=False, default=())
+
+
+def ibug68(model: HeadModel) -> LandmarkSet:
+    return LandmarkSet(model.landmark_faces, model.landmark_bary, JAW_LANDMARKS)
+
+
+@struct.dataclass
+class FitOperators:
+    """Everything image-independent the fit needs, built once by :func:`prepare`."""
+
+    prior: MarginalPrior
+    candidate_normals: jax.Array  # [J, C, 3] neutral-mesh normals at the contour candidates
+    term_A: tuple  # BCOO [rows, nx] per linear term
+    term_A_lag: tuple  # BCOO or None
+    layout: ShapeLayout = struct.field(pytree_node=False)
+    sliding: tuple[int, ...] = struct.field(pytree_node=False)
+    num_landmarks: int = struct.field(pytree_node=False)
+    term_names: tuple[str, ...] = struct.field(pytree_node=False)
+    term_weights: tuple[float, ...] = struct.field(pytree_node=False)
+
+
+def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: LandmarkSet | None = None,
+            with_identity: bool = True, dtype=np.float32) -> FitOperators:
+    """Precompute the reduced problem for ``model`` and ``config`` (host, float64; ~1-5 s).
+
+    ``with_identity``: include alpha (landmark-only mode: no base shape given). ``dtype``: of
+    the stored operators (float64 needs ``jax.enable_x64``; used by the exactness test).
+    """
+    lms = landmark_set if landmark_set is not None else ibug68(model)
+    layout = ShapeLayout(model.num_identity if (with_identity and config.fit_identity) else 0,
+                         model.num_expression, model.num_vertices, config.use_corrective)
+    terms = linear_terms(model, layout, config)
+    faces, bary, normals = _surface_points(model, lms, config.sliding_contour)
+    prior = build_marginal_prior(model, layout, terms, faces, bary, dtype)
+    to_bcoo = lambda m: None if m is None else jsparse.BCOO.from_scipy_sparse(m.astype(dtype))
+    return FitOperators(
+        prior=jax.tree.map(jnp.asarray, prior), candidate_normals=jnp.asarray(normals),
+        term_A=tuple(to_bcoo(t.A) for t in terms), term_A_lag=tuple(to_bcoo(t.A_lag) for t in terms),
+        layout=layout, sliding=lms.sliding if config.sliding_contour else (),
+        num_landmarks=int(lms.faces.shape[0]), term_names=tuple(t.name for t in terms),
+        term_weights=tuple(float(t.weight) for t in terms))
+
+
+def _surface_points(model: HeadModel, lms: LandmarkSet, sliding: bool):
+    """Landmark points then contour candidates: faces [P,3], bary [P,3], candidate normals."""
+    faces = [np.asarray(lms.faces)]
+    bary = [np.asarray(lms.bary, np.float32)]
+    cands = np.asarray(model.contour_candidates)[: len(lms.sliding)] if sliding and lms.sliding else \
+        np.zeros((0, 1), np.int32)
+    if cands.size:
+        flat = cands.reshape(-1)
+        faces.append(np.stack([flat] * 3, -1))
+        bary.append(np.tile(np.array([[1.0, 0.0, 0.0]], np.float32), (flat.size, 1)))
+    normals = _vertex_normals(np.asarray(model.neutral), np.asarray(model.triangles))
+    cand_normals = normals[cands] if cands.size else np.zeros((0, 1, 3), np.float32)
+    return np.concatenate(faces), np.concatenate(bary), cand_normals.astype(np.float32)
+
+
+def _vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    fn = np.cross(verts[tris[:, 1]] - verts[tris[:, 0]], verts[tris[:, 2]] - verts[tris[:, 0]])
+    vn = np.zeros_like(verts)
+    for k in range(3):
+        np.add.at(vn, tris[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+
+
+_PREPARED: dict = {}
+
+
+def prepared(model: HeadModel, config: FitConfig, with_identity: bool) -> FitOperators:
+    """Cached :func:`prepare`, keyed on the model object and the (hashable) config."""
+    key = (id(model), config, with_identity)
+    hit = _PREPARED.get(key)
+    if hit is None or hit[0] is not model:  # the id of a collected model can be reused
+        hit = _PREPARED[key] = (model, prepare(model, config, with_identity=with_identity))
+    return hit[1]
+
+
+# ----------------------------------------------------------------------------- per-image state
+
+@struct.dataclass
+class _State:
+    pose: jax.Array  # [7] rotvec, translation, log_fs
+    points: jax.Array  # [P, 3] surface points y (model frame)
+    lam: jax.Array  # [K, 3] point multipliers of the active points
+    sel: jax.Array  # [K] active point index per landmark
+    lag_prev: jax.Array  # [dz] lag that built the current x
+    lag: jax.Array  # [dz] lagged components of the current x (beta)
+    damping: jax.Array  # []
+    ok: jax.Array  # [] bool, all finite so far
+
+
+class _ImageData(NamedTuple):
+    targets: jax.Array  # [K, 2]
+    weights: jax.Array  # [K] 100/W_eye * confidence (0 = missing)
+    focal: jax.Array  # []
+    principal: jax.Array  # [2]
+    base_points: jax.Array  # [P, 3]
+
+
+def _camera(pose, data: _ImageData) -> cam.Camera:
+    return cam.Camera(rotvec=pose[:3], translation=pose[3:6], log_fs=pose[6], focal=data.focal,
+                      principal=data.principal)
+
+
+def _project(pose, points, data):
+    return cam.project(_camera(pose, data), points)
+
+
+def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Array:
+    """Active point per landmark ``[K]``: each sliding (jaw) landmark takes one of its contour
+    candidates, the others their own point. ``contour_rule="silhouette"``: the candidate with
+    the smallest |n . view direction| under the current pose (n: neutral-mesh normal);
+    ``"nearest"``: the candidate whose projection is nearest the detected landmark (as eos)."""
+    k = ops.num_landmarks
+    sel = jnp.arange(k)
+    if not ops.sliding:
+        return sel
+    j, c, _ = ops.candidate_normals.shape
+    cand = points[k:].reshape(j, c, 3)
+    if config.contour_rule == "nearest":
+        targets = data.targets[jnp.asarray(ops.sliding)]
+        score = jnp.sum((_project(pose, cand.reshape(-1, 3), data).reshape(j, c, 2)
+                         - targets[:, None]) ** 2, -1)
+    else:
+        rot = cam.rotation_matrix(pose[:3])
+        view = cand @ rot.T + pose[3:6]
+        score = jnp.abs(jnp.sum((ops.candidate_normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
+    return sel.at[jnp.asarray(ops.sliding)].set(k + jnp.arange(j) * c + jnp.argmin(score, -1))
+
+
+def _landmark_cost(pose, active_points, data, sqrt_w):
+    r = landmark_residual(_project(pose, active_points, data), data.targets, sqrt_w)
+    return jnp.sum(r * r)
+
+
+def _pose_cost(pose, config):
+    rp = pose_residual(pose[:3], pose[3:6], pose[6], config)
+    return jnp.sum(rp * rp)
+
+
+def _irls_weights(pose, active_points, data, config):
+    if config.landmark_kernel is None:
+        return data.weights
+    d = _project(pose, active_points, data) - data.targets
+    return data.weights * config.landmark_kernel.weight(jax.lax.stop_gradient(jnp.sum(d * d, -1)))
+
+
+def _prior_mean(ops, data, lag):
+    return data.base_points + jnp.einsum("pdz,z->pd", ops.prior.lag_mean, lag)
+
+
+def _active_cov(ops, sel):
+    cov = ops.prior.cov
+    return cov[sel][:, :, sel]  # [K, 3, K, 3]
+
+
+def _state_prior_cost(ops, state: _State, lag):
+    """Linear-term energy of the current x under the lag ``lag`` (closed form in lam, z)."""
+    pr = ops.prior
+    dz = state.lag_prev - lag
+    lam_cost = jnp.einsum("iajb,ia,jb->", _active_cov(ops, state.sel), state.lam, state.lam)
+    cross = jnp.einsum("iaz,ia,z->", pr.lag_mean[state.sel], state.lam, dz)
+    return lam_cost + 2.0 * cross + dz @ pr.lag_hessian @ dz + lag @ pr.lag_cost @ lag
+
+
+def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State):
+    """One Gauss-Newton / LM iteration on one image. Returns (new_state, energy_before)."""
+    k = ops.num_landmarks
+    pose, lag = state.pose, state.lag
+    sel = _select(ops, config, pose, state.points, data)
+    active = state.points[sel]
+    sqrt_w = jnp.sqrt(_irls_weights(pose, active, data, config))
+    ybar = _prior_mean(ops, data, lag)
+
+    def residual_of_pose(p):
+        return landmark_residual(_project(p, active, data), data.targets, sqrt_w).reshape(-1)
+
+    r = residual_of_pose(pose)
+    jac_pose = jax.jacfwd(residual_of_pose)(pose)  # [2K, 7]
+    rot = cam.rotation_matrix(pose[:3])
+    view = active @ rot.T + pose[3:6]
+    dproj = cam.project_jacobian(_camera(pose, data), view) @ rot  # [K, 2, 3]
+    D = sqrt_w[:, None, None] * dproj
+    c_act = _active_cov(ops, sel)
+    M = jnp.eye(2 * k) + jnp.einsum("iab,ibjc,jdc->iajd", D, c_act, D).reshape(2 * k, 2 * k)
+    chol = jnp.linalg.cholesky(M)
+    e = r - jnp.einsum("iab,ib->ia", D, (active - ybar[sel])).reshape(-1)
+    minv_e = jax.scipy.linalg.cho_solve((chol, True), e)
+    minv_j = jax.scipy.linalg.cho_solve((chol, True), jac_pose)
+
+    def prior_of_pose(p):
+        return pose_residual(p[:3], p[3:6], p[6], config)
+
+    rp = prior_of_pose(pose)
+    jp = jax.jacfwd(prior_of_pose)(pose)
+    schur = jac_pose.T @ minv_j + jp.T @ jp
+    schur = schur + state.damping * jnp.diag(jnp.maximum(jnp.diag(schur), 1e-6))
+    rhs = jac_pose.T @ minv_e + jp.T @ rp
+    dpose = -jax.scipy.linalg.solve(schur, rhs, assume_a="pos")
+    w = minv_e + minv_j @ dpose
+    lam = -jnp.einsum("iab,ia->ib", D, w.reshape(k, 2))
+    new_points = ybar + jnp.einsum("pdjb,jb->pd", ops.prior.cov[:, :, sel], lam)
+    new_lag = ops.prior.lag_carry @ lag + jnp.einsum("zjb,jb->z", ops.prior.lag_gain[:, sel], lam)
+    new_pose = pose + dpose
+
+    lag_cost = lag @ ops.prior.lag_cost @ lag
+    before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
+              + _state_prior_cost(ops, state, lag))
+    after = (_landmark_cost(new_pose, new_points[sel], data, sqrt_w) + _pose_cost(new_pose, config)
+             + jnp.einsum("iajb,ia,jb->", c_act, lam, lam) + lag_cost)
+    candidate = _State(new_pose, new_points, lam, sel, lag, new_lag, state.damping, state.ok)
+    finite = jnp.isfinite(after) & jnp.all(jnp.isfinite(new_points)) & jnp.all(jnp.isfinite(new_pose))
+    if config.method == "levenberg_marquardt":
+        accept = finite & (after <= before)
+        damping = jnp.where(accept, state.damping * 0.3, state.damping * 5.0)
+    else:
+        accept = finite
+        damping = state.damping
+    new_state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), candidate, state)
+    new_state = new_state.replace(damping=damping, ok=state.ok & finite)
+    return new_state, before, jnp.where(accept, after, before)
+
+
+# ----------------------------------------------------------------------------- one image, batch
+
+@struct.dataclass
+class FitResult:
+    """Batched fit output (leading dim B). Status codes in ``STATUS_NAMES``.
+
+    Attributes:
+      vertices: ``[B, V, 3]`` fitted mesh in the model frame (mm): base + B beta + dP.
+      camera: :class:`avatar_jax.fit.camera.Camera` with ``[B, ...]`` leaves.
+      identity ``[B, Ki]`` (zeros when a base shape was given), expression ``[B, Ke]``,
+      corrective ``[B, V, 3]`` (zeros when the corrective field is off).
+      landmarks2d: ``[B, K, 2]`` projected model landmarks (jaw: the active contour points).
+      reprojection_error: ``[B]`` mean pixel distance over valid landmarks.
+      energy: ``[B]`` total energy E; ``energy_terms``: dict name -> ``[B]``.
+      cost_history: ``[B, N]`` energy of each iteration's linearisation (before its step),
+        ``cost_after``: ``[B, N]`` the same energy after the step (LM: never larger).
+      status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input).
+    """
+
+    vertices: jax.Array
+    camera: cam.Camera
+    identity: jax.Array
+    expression: jax.Array
+    corrective: jax.Array
+    landmarks2d: jax.Array
+    reprojection_error: jax.Array
+    energy: jax.Array
+    energy_terms: dict
+    cost_history: jax.Array
+    cost_after: jax.Array
+    status: jax.Array
+
+    def status_name(self, i: int) -> str:
+        return STATUS_NAMES[int(self.status[i])]
+
+
+def _image_data(ops, model, targets, confidence, image_size, base_vertices):
+    valid = jnp.all(jnp.isfinite(targets), -1) & jnp.isfinite(confidence) & (confidence > 0)
+    targets = jnp.where(valid[:, None], targets, 0.0)
+    weights = landmark_weights(targets, jnp.where(valid, confidence, 0.0), valid)
+    focal, principal = cam.intrinsics_from_image_size(image_size)
+    base_points = sample_surface(base_vertices, ops.prior.point_faces, ops.prior.point_bary)
+    return _ImageData(targets, weights, focal, principal, base_points), valid
+
+
+def _initial_pose(ops, data, valid, image_size):
+    from avatar_jax.fit.epnp import epnp_camera
+
+    k = ops.num_landmarks
+    use = valid & ~jnp.isin(jnp.arange(k), jnp.asarray(ops.sliding, jnp.int32))
+    camera, ok = epnp_camera(data.base_points[:k], data.targets, image_size,
+                             weights=use.astype(jnp.float32))
+    pose = jnp.concatenate([camera.rotvec, camera.translation, jnp.zeros((1,))])
+    enough = jnp.sum(use) >= MIN_VALID_LANDMARKS
+    return pose, ok & enough & jnp.all(jnp.isfinite(pose))
+
+
+def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,
+             image_size, base_vertices):
+    data, valid = _image_data(ops, model, targets, confidence, image_size, base_vertices)
+    pose0, init_ok = _initial_pose(ops, data, valid, image_size)
+    pose0 = jnp.where(init_ok, pose0, jnp.array([0, 0, 0, 0, 0, -1000.0, 0]))
+    k, dz = ops.num_landmarks, ops.prior.lag_index.shape[0]
+    state = _State(pose=pose0, points=data.base_points, lam=jnp.zeros((k, 3)), sel=jnp.arange(k),
+                   lag_prev=jnp.zeros((dz,)), lag=jnp.zeros((dz,)),
+                   damping=jnp.asarray(config.initial_damping if config.method != "gauss_newton" else 0.0),
+                   ok=jnp.asarray(True))
+
+    def body(s, _):
+        s, before, after = _step(ops, config, data, s)
+        return s, (before, after)
+
+    state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations)
+    return _finish(ops, model, config, data, valid, state, base_vertices, before, after, init_ok)
+
+
+def _finish(ops, model, config, data, valid, state, base_vertices, before, after, init_ok):
+    layout, pr = ops.layout, ops.prior
+    x = pr.lag_basis @ state.lag_prev + jnp.einsum("njb,jb->n", pr.gain[:, state.sel], state.lam)
+    alpha, beta, delta = layout.split(x)
+    verts = base_vertices + jnp.einsum("k,kvd->vd", beta, model.expression_basis)
+    if layout.num_identity:
+        verts = verts + jnp.einsum("k,kvd->vd", alpha, model.identity_basis)
+    if delta is not None:
+        verts = verts + delta
+    camera = _camera(state.pose, data)
+    active = state.points[state.sel]
+    lm2d = cam.project(camera, active)
+    err = jnp.linalg.norm(lm2d - data.targets, axis=-1)
+    reproj = jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    terms = _energy_terms(ops, config, data, state, x, active)
+    energy = sum(terms.values())
+    ok = state.ok & jnp.isfinite(energy) & jnp.all(jnp.isfinite(verts))
+    status = jnp.where(~init_ok, STATUS_DEGENERATE, jnp.where(ok, STATUS_OK, STATUS_NONFINITE))
+    nv, ni = model.num_vertices, model.num_identity
+    return FitResult(
+        vertices=verts, camera=camera,
+        identity=alpha if layout.num_identity else jnp.zeros((ni,)), expression=beta,
+        corrective=delta if delta is not None else jnp.zeros((nv, 3)),
+        landmarks2d=lm2d, reprojection_error=reproj, energy=energy, energy_terms=terms,
+        cost_history=before, cost_after=after, status=status.astype(jnp.int32))
+
+
+def _energy_terms(ops, config, data, state, x, active) -> dict:
+    """Per-term energies at the solution (Ec with beta^{t-1} = the final beta)."""
+    sq = lambda v: jnp.sum(v * v)
+    d = _project(state.pose, active, data) - data.targets
+    s = jnp.sum(d * d, -1)
+    per_lm = config.landmark_kernel.energy(s) if config.landmark_kernel is not None else s
+    terms = {"landmarks": jnp.sum(data.weights * per_lm),
+             "focal_prior": sq(pose_residual(state.pose[:3], state.pose[3:6], state.pose[6],
+                                             config)[:1]),
+             "rotation_prior": sq(pose_residual(state.pose[:3], state.pose[3:6], state.pose[6],
+                                                config)[1:4])}
+    for name, w, A, A_lag in zip(ops.term_names, ops.term_weights, ops.term_A, ops.term_A_lag):
+        r = A @ x if A_lag is None else A @ x - A_lag @ x
+        terms[name] = w * sq(r)
+    return terms
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _fit_padded(ops, model, config, targets, confidence, image_sizes, base_vertices):
+    chunk = min(config.chunk_size, targets.shape[0])
+    one = jax.vmap(lambda t, c, s, b: _fit_one(ops, model, config, t, c, s, b))
+    n = targets.shape[0]
+    reshape = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])
+    out = jax.lax.map(lambda args: one(*args),
+                      (reshape(targets), reshape(confidence), reshape(image_sizes), reshape(base_vertices)))
+    return jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+
+
+_fit_jit = jax.jit(_fit_padded, static_argnames=("config",))
+
+
+def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig(), *,
+        model: HeadModel | None = None, confidence=None) -> FitResult:
+    """Fit the head model to 2D landmarks of B images.
+
+    Args:
+      landmarks: ``[B, K, 2]`` pixel coordinates (x right, y down), K = 68 iBUG points by default;
+        NaN marks a missing landmark.
+      image_sizes: ``[B, 2]`` (height, width) in pixels.
+      base_shape: ``[B, V, 3]`` base shapes P (e.g. from the regressor), or None: landmark-only
+        mode, P = neutral + identity_basis . alpha with alpha fitted under its prior.
+      config: energy weights and switches (:class:`FitConfig`).
+      model: head model (default: the bundled low-poly head).
+      confidence: ``[B, K]`` optional per-landmark confidence weights (default 1).
+
+    Returns:
+      :class:`FitResult` with leading dimension B. Bad images are flagged in ``status`` and
+      never change other images' results.
+    """
+    if model is None:
+        from avatar_jax.model import load_head_model
+
+        model = load_head_model()
+    landmarks = np.asarray(landmarks, np.float32)
+    image_sizes = np.asarray(image_sizes, np.float32)
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+        raise ValueError(f"landmarks must have shape [B, K, 2], got {landmarks.shape}")
+    b, k = landmarks.shape[:2]
+    if image_sizes.shape != (b, 2):
+        raise ValueError(f"image_sizes must have shape [B, 2] = ({b}, 2), got {image_sizes.shape}")
+    confidence = np.ones((b, k), np.float32) if confidence is None else np.asarray(confidence, np.float32)
+    if confidence.shape != (b, k):
+        raise ValueError(f"confidence must have shape [B, K] = ({b}, {k}), got {confidence.shape}")
+    ops = prepared(model, config, with_identity=base_shape is None)
+    if k != ops.num_landmarks:
+        raise ValueError(f"landmarks has {k} points per image, the landmark set has {ops.num_landmarks}")
+    if base_shape is None:
+        base = np.broadcast_to(np.asarray(model.neutral), (b,) + model.neutral.shape)
+    else:
+        base = np.asarray(base_shape, np.float32)
+        if base.shape != (b,) + tuple(model.neutral.shape):
+            raise ValueError(f"base_shape must have shape [B, V, 3] = ({b}, {model.num_vertices}, 3), "
+                             f"got {base.shape}")
+    padded = _padded_size(b, config.chunk_size)
+    pad = lambda a, fill: np.concatenate([a, np.full((padded - b,) + a.shape[1:], fill, a.dtype)])
+    sizes_fill = image_sizes[:1] if b else np.ones((1, 2), np.float32)
+    out = _fit_jit(ops, model, config, pad(landmarks, np.nan), pad(confidence, 1.0),
+                   np.concatenate([image_sizes, np.repeat(sizes_fill, padded - b, 0)]),
+                   pad(np.ascontiguousarray(base), 0.0))
+    return jax.tree.map(lambda a: a[:b], out)
+
+
+def _padded_size(b: int, chunk: int) -> int:
+    """Batch sizes are padded to a power of two, and to a multiple of ``chunk`` above it."""
+    if b <= chunk:
+        return 1 << max(0, math.ceil(math.log2(max(b, 1))))
+    return chunk * (1 << math.ceil(math.log2(math.ceil(b / chunk))))

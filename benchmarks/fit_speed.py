@@ -1,0 +1,111 @@
+"""Fitting speed and accuracy, side by side with eos-py on the same model and landmarks.
+
+    python benchmarks/fit_speed.py [--batches 1 32 256] [--eos-images 32] [--repeats 3]
+
+Prints, for (a) landmark-only mode (alpha, beta, pose) and (b) the full energy with the
+corrective field: cold compile time, warm ms per image and images/s per batch size, mean landmark
+reprojection error; and eos-py's ``fit_shape_and_pose`` (5 iterations, contour fitting on) on the
+same synthetic landmarks, with ratios. Absolute times drift on shared machines: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from avatar_jax.fit import FitConfig, fit, synthetic  # noqa: E402
+from avatar_jax.fit import fitting as F  # noqa: E402
+from avatar_jax.model import load_head_model  # noqa: E402
+
+MODES = {
+    "landmark-only (alpha, beta, pose)": FitConfig(use_corrective=False),
+    "full energy (+ corrective field dP)": FitConfig(),
+}
+
+
+def _time_fit(batch, config, model, repeats):
+    """(cold seconds incl. compile, best warm seconds, result) for one batch."""
+    F._fit_jit.clear_cache()
+    t0 = time.perf_counter()
+    res = fit(batch.landmarks, batch.image_sizes, config=config, model=model)
+    jax.block_until_ready(res.vertices)
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = fit(batch.landmarks, batch.image_sizes, config=config, model=model)
+        jax.block_until_ready(res.vertices)
+        warm.append(time.perf_counter() - t0)
+    return cold, min(warm), res
+
+
+def run_ours(model, batches, repeats, noise):
+    rows = []
+    for name, cfg in MODES.items():
+        F.prepared(model, cfg, True)  # host precomputation, once per model and config
+        for b in batches:
+            batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(b), b, noise_px=noise))
+            cold, warm, res = _time_fit(batch, cfg, model, repeats)
+            rows.append(dict(mode=name, batch=b, cold_s=cold, ms_per_image=1e3 * warm / b,
+                             images_per_s=b / warm,
+                             reproj_px=float(np.mean(np.asarray(res.reprojection_error))),
+                             ok=int(np.sum(np.asarray(res.status) == 0))))
+    return rows
+
+
+def run_eos(model, n, noise):
+    try:
+        import eos_peer
+    except ImportError as err:  # eos-py is in the `bench` extra
+        print(f"eos-py peer skipped: {err}")
+        return None
+    bundle = eos_peer.make_bundle(model)
+    batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(n), n, noise_px=noise))
+    times, errs = [], []
+    for lm, size in zip(batch.landmarks, batch.image_sizes):
+        out = eos_peer.eos_fit(bundle, lm, (int(size[0]), int(size[1])), iterations=5)
+        times.append(out["time_s"])
+        errs.append(np.mean(np.linalg.norm(out["landmarks2d"] - lm, axis=-1)))
+    # same images through ours (landmark-only), for a like-for-like error
+    ours = fit(batch.landmarks, batch.image_sizes, config=MODES["landmark-only (alpha, beta, pose)"],
+               model=model)
+    return dict(ms_per_image=1e3 * float(np.median(times)), images_per_s=1.0 / float(np.median(times)),
+                reproj_px=float(np.mean(errs)),
+                ours_reproj_px=float(np.mean(np.asarray(ours.reprojection_error))), n=n)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    ap.add_argument("--eos-images", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--noise", type=float, default=1.0, help="landmark noise in px")
+    args = ap.parse_args(argv)
+    model = load_head_model()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores; "
+          f"model V={model.num_vertices}; landmark noise {args.noise} px")
+    rows = run_ours(model, args.batches, args.repeats, args.noise)
+    peer = run_eos(model, args.eos_images, args.noise)
+    print("\n| mode | B | cold (s) | warm ms/image | images/s | reproj. px | vs eos-py images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = f"{r['images_per_s'] / peer['images_per_s']:.0f}x" if peer else "n/a"
+        print(f"| {r['mode']} | {r['batch']} | {r['cold_s']:.1f} | {r['ms_per_image']:.3f} | "
+              f"{r['images_per_s']:.0f} | {r['reproj_px']:.3f} | {ratio} |")
+    if peer:
+        print(f"| eos-py fit_shape_and_pose (5 it., contour) | 1 | - | {peer['ms_per_image']:.2f} | "
+              f"{peer['images_per_s']:.0f} | {peer['reproj_px']:.3f} | 1x |")
+        print(f"\nsame {peer['n']} images: eos-py reprojection {peer['reproj_px']:.3f} px, "
+              f"ours (landmark-only) {peer['ours_reproj_px']:.3f} px")
+
+
+if __name__ == "__main__":
+    main()
