@@ -1,0 +1,39 @@
+"""The ``avatar-jax reconstruct`` command on the bundled photo and on bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+import trimesh
+
+from avatar_jax.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "examples" / "tom_cruise.jpg"
+
+
+def test_reconstruct_bundled_photo_and_bad_inputs(tmp_path, testdata, capsys):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(PHOTO.read_bytes()[:2000])
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "out"
+    rc = main(["reconstruct", str(PHOTO), str(testdata / "dlib_dogs.jpg"), str(corrupt), str(missing),
+               "--out", str(out), "--texture-size", "256"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "no face" in err and "dlib_dogs.jpg" in err
+    assert "corrupt.jpg" in err and "missing.png" in err
+    assert "Traceback" not in err
+    for suffix in (".obj", ".mtl", ".png", ".glb", "_overlay.png", ".json"):
+        assert (out / f"tom_cruise{suffix}").is_file(), suffix
+    report = json.loads((out / "tom_cruise.json").read_text())
+    assert report["reprojection_error_px"] < 5.0
+    assert set(report["timings_s"]) >= {"detect_s", "fit_s", "texture_project_s", "export_s"}
+    mesh = trimesh.load(out / "tom_cruise.obj", force="mesh")
+    assert len(mesh.faces) == 5650
+    glb = pygltflib.GLTF2().load(str(out / "tom_cruise.glb"))
+    names = glb.meshes[0].extras["targetNames"]
+    assert "jawOpen" in names and len(names) == 53
