@@ -37,12 +37,20 @@ def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
+def _closest_on_segment(p, a, b):
+    """Closest point on segment ``ab`` to ``p`` (all ``[..., 3]``); a == b is fine."""
+    ab = b - a
+    t = jnp.clip(_safe_div(_dot(p - a, ab), _dot(ab, ab)), 0.0, 1.0)
+    return a + t[..., None] * ab
+
+
 def _collapse_degenerate(tri_vertices: jax.Array) -> jax.Array:
     """Replace zero-area triangles ``[T, 3, 3]`` by their longest edge written as ``(a, b, b)``.
 
-    Ericson's region tests misfire on some zero-area triangles (with a == b every point falls in
-    region AB), but on ``(a, b, b)`` they reduce exactly to closest-point-on-segment ``ab``. A
-    collinear triangle is the union of its edges, i.e. its longest edge, so this is exact for
+    Ericson's region tests misfire on zero-area triangles (with a == b every point falls in
+    region AB; with b == c they rely on exact cancellation that FMA contraction under jit does
+    not give), so :func:`closest_point_on_triangle` treats ``(a, b, b)`` as the segment ``ab``.
+    A collinear triangle is the union of its edges, i.e. its longest edge, so this is exact for
     it. The scale-free test |ab x ac|^2 <= eps |ab|^2 |ac|^2 (sin^2 of the angle at a, eps =
     1e-10) also catches slivers, where the answer is off by at most their width (1e-5 x edge).
     """
@@ -61,8 +69,8 @@ def closest_point_on_triangle(p: jax.Array, a: jax.Array, b: jax.Array, c: jax.A
     """Exact closest point ``[..., 3]`` on triangle ``abc`` to ``p`` (all broadcast ``[..., 3]``).
 
     Ericson's Voronoi-region test, branch-free. Valid for every non-degenerate triangle and for
-    segments written as ``(a, b, b)``; pass other zero-area triangles through
-    :func:`_collapse_degenerate` first (``point_triangle_distance`` does).
+    segments written as ``(a, b, b)`` (``b == c`` exactly); pass other zero-area triangles
+    through :func:`_collapse_degenerate` first (``point_triangle_distance`` does).
     """
     ab, ac, ap = b - a, c - a, p - a
     d1, d2 = _dot(ab, ap), _dot(ac, ap)
@@ -101,7 +109,9 @@ def closest_point_on_triangle(p: jax.Array, a: jax.Array, b: jax.Array, c: jax.A
     w = jnp.where(in_b, 0.0, w)
     v = jnp.where(in_a, 0.0, v)
     w = jnp.where(in_a, 0.0, w)
-    return a + v[..., None] * ab + w[..., None] * ac
+    on_triangle = a + v[..., None] * ab + w[..., None] * ac
+    is_segment = jnp.all(b == c, axis=-1, keepdims=True)
+    return jnp.where(is_segment, _closest_on_segment(p, a, b), on_triangle)
 
 
 def _nearest_among(points, tri, tri_ok):
