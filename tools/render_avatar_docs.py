@@ -1,0 +1,65 @@
+"""Render avatars reconstructed from the bundled photos for the README (front + three-quarter).
+
+    python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+
+from avatar_jax.fit import Camera, fit
+from avatar_jax.fit.camera import rotation_matrix
+from avatar_jax.io.image import load_image
+from avatar_jax.landmarks.api import detect_faces
+from avatar_jax.model import load_head_model
+from avatar_jax.reconstruct import _texture
+from avatar_jax.render.preview import render_mesh
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = ("tom_cruise.jpg", "obama.jpg")
+
+
+def views(size=512):
+    """Front and three-quarter (35 deg yaw) cameras looking at the head from 600 mm."""
+    out = []
+    for yaw in (0.0, 35.0):
+        out.append(Camera(rotvec=jnp.array([0.0, np.deg2rad(yaw), 0.0]), translation=jnp.array([0.0, 25.0, -430.0]),
+                          log_fs=jnp.asarray(0.0), focal=jnp.asarray(float(size)),
+                          principal=jnp.array([size / 2, size / 2])))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(REPO / "docs"))
+    ap.add_argument("--texture-size", type=int, default=1024)
+    args = ap.parse_args(argv)
+    model = load_head_model()
+    rows = []
+    for name in PHOTOS:
+        image = load_image(REPO / "examples" / name)
+        face = detect_faces(image, max_faces=1, small_faces=False)[0]
+        res = fit(face.landmarks68[None], np.array([image.shape[:2]], np.float32), model=model)
+        res = __import__("jax").tree.map(lambda a: np.asarray(a)[0], res)
+        texture, _ = _texture(image, res, model, args.texture_size, {})
+        # Render the fitted shape in a neutral pose (the fitted expression is kept).
+        tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
+        for camera in views():
+            img = render_mesh(jnp.asarray(res.vertices), model.triangles, camera, (512, 512),
+                              texture=jnp.asarray(texture), uvs=model.uvs, triangle_uvs=model.triangle_uvs)
+            tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
+        rows.append(np.concatenate(tiles, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    path = Path(args.out) / "avatars.png"
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
