@@ -10,6 +10,7 @@ from avatar_jax.solve.least_squares import (
     METHODS,
     LeastSquaresResult,
     Status,
+    batched_least_squares,
     least_squares,
     status_name,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "LeastSquaresResult",
     "LinearSolver",
     "Status",
+    "batched_least_squares",
     "damping_diagonal",
     "flat_residual",
     "least_squares",

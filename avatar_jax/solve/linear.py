@@ -96,14 +96,21 @@ class DenseCholesky:
         check_damping_mode(damping_mode)
         x, unravel, fn = flat_residual(residual_fn, params, args)
         b, _ = ravel_pytree(rhs)
-        jac = jax.jacfwd(fn)(x)  # [m, n]
+        step, ok = self.solve_dense(jax.jacfwd(fn)(x), b.astype(x.dtype), damping, damping_mode)
+        return unravel(step), ok
+
+    @staticmethod
+    def solve_dense(jac, rhs, damping, damping_mode):
+        """The same solve from a formed Jacobian ``jac [m, n]``, flat ``rhs [n]`` -> ``[n], ok``.
+        ``least_squares`` calls this directly (sharing J with the gradient and the predicted
+        reduction) when the solver is a ``DenseCholesky``."""
+        check_damping_mode(damping_mode)
         jtj = jnp.einsum("mi,mj->ij", jac, jac)
         d = damping_diagonal(jnp.diagonal(jtj), damping_mode)
         chol = jnp.linalg.cholesky(jtj + jnp.diag(damping * d))
-        step = jax.scipy.linalg.cho_solve((chol, True), b.astype(x.dtype))
+        step = jax.scipy.linalg.cho_solve((chol, True), rhs)
         ok = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.isfinite(step))
-        step = jnp.where(ok, step, jnp.zeros_like(step))
-        return unravel(step), ok
+        return jnp.where(ok, step, jnp.zeros_like(step)), ok
 
 
 @dataclasses.dataclass(frozen=True)
