@@ -37,7 +37,7 @@ from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
 from avatar_jax.fit.terms import (ShapeLayout, landmark_residual, landmark_weights, linear_terms,
                                   pose_residual)
-from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface
+from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vertex_normals
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -112,17 +112,9 @@ def _surface_points(model: HeadModel, lms: LandmarkSet, sliding: bool):
         flat = cands.reshape(-1)
         faces.append(np.stack([flat] * 3, -1))
         bary.append(np.tile(np.array([[1.0, 0.0, 0.0]], np.float32), (flat.size, 1)))
-    normals = _vertex_normals(np.asarray(model.neutral), np.asarray(model.triangles))
+    normals = np.asarray(vertex_normals(model.neutral, model.triangles))
     cand_normals = normals[cands] if cands.size else np.zeros((0, 1, 3), np.float32)
     return np.concatenate(faces), np.concatenate(bary), cand_normals.astype(np.float32)
-
-
-def _vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    fn = np.cross(verts[tris[:, 1]] - verts[tris[:, 0]], verts[tris[:, 2]] - verts[tris[:, 0]])
-    vn = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(vn, tris[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
 _PREPARED: dict = {}

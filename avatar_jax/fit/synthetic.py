@@ -14,7 +14,8 @@ import numpy as np
 from flax import struct
 
 from avatar_jax.fit import camera as cam
-from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, landmarks as model_landmarks, vertices
+from avatar_jax.model.head import (HeadModel, JAW_LANDMARKS, landmarks as model_landmarks, vertex_normals,
+                                   vertices)
 
 
 @struct.dataclass
@@ -33,16 +34,6 @@ class SyntheticBatch:
     identity: jax.Array
     expression: jax.Array
     camera: cam.Camera
-
-
-def vertex_normals(verts, triangles):
-    """Area-weighted vertex normals ``[V, 3]`` of a mesh ``verts [V, 3]``, ``triangles [F, 3]``."""
-    a, b, c = (verts[triangles[:, i]] for i in range(3))
-    fn = jnp.cross(b - a, c - a)
-    vn = jnp.zeros_like(verts)
-    for i in range(3):
-        vn = vn.at[triangles[:, i]].add(fn)
-    return vn / jnp.maximum(jnp.linalg.norm(vn, axis=-1, keepdims=True), 1e-12)
 
 
 def silhouette_landmarks(model: HeadModel, verts, camera: cam.Camera):
