@@ -53,12 +53,14 @@ class LandmarkSet:
     """K landmarks embedded on the model surface; ``sliding`` of them follow the jaw silhouette.
 
     faces ``[K, 3]`` vertex ids, bary ``[K, 3]``; ``sliding`` static tuple of landmark indices
-    whose candidates are ``model.contour_candidates`` rows (in order).
+    whose candidates are ``model.contour_candidates`` rows (in order); ``eye_corners`` the two
+    outermost eye landmarks (for W_eye).
     """
 
     faces: jax.Array
     bary: jax.Array
     sliding: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    eye_corners: tuple[int, int] = struct.field(pytree_node=False, default=(36, 45))
 
 
 def ibug68(model: HeadModel) -> LandmarkSet:
@@ -76,6 +78,7 @@ class FitOperators:
     layout: ShapeLayout = struct.field(pytree_node=False)
     sliding: tuple[int, ...] = struct.field(pytree_node=False)
     num_landmarks: int = struct.field(pytree_node=False)
+    eye_corners: tuple[int, int] = struct.field(pytree_node=False)
     term_names: tuple[str, ...] = struct.field(pytree_node=False)
     term_weights: tuple[float, ...] = struct.field(pytree_node=False)
 
@@ -98,7 +101,7 @@ def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: Lan
         prior=jax.tree.map(jnp.asarray, prior), candidate_normals=jnp.asarray(normals),
         term_A=tuple(to_bcoo(t.A) for t in terms), term_A_lag=tuple(to_bcoo(t.A_lag) for t in terms),
         layout=layout, sliding=lms.sliding if config.sliding_contour else (),
-        num_landmarks=int(lms.faces.shape[0]), term_names=tuple(t.name for t in terms),
+        num_landmarks=int(lms.faces.shape[0]), eye_corners=lms.eye_corners, term_names=tuple(t.name for t in terms),
         term_weights=tuple(float(t.weight) for t in terms))
 
 
@@ -120,13 +123,15 @@ def _surface_points(model: HeadModel, lms: LandmarkSet, sliding: bool):
 _PREPARED: dict = {}
 
 
-def prepared(model: HeadModel, config: FitConfig, with_identity: bool) -> FitOperators:
-    """Cached :func:`prepare`, keyed on the model object and the (hashable) config."""
-    key = (id(model), config, with_identity)
+def prepared(model: HeadModel, config: FitConfig, with_identity: bool,
+             landmark_set: LandmarkSet | None = None) -> FitOperators:
+    """Cached :func:`prepare`, keyed on the model and landmark-set objects and the config."""
+    key = (id(model), id(landmark_set), config, with_identity)
     hit = _PREPARED.get(key)
-    if hit is None or hit[0] is not model:  # the id of a collected model can be reused
-        hit = _PREPARED[key] = (model, prepare(model, config, with_identity=with_identity))
-    return hit[1]
+    if hit is None or hit[0] is not model or hit[1] is not landmark_set:  # ids can be reused
+        ops = prepare(model, config, landmark_set, with_identity=with_identity)
+        hit = _PREPARED[key] = (model, landmark_set, ops)
+    return hit[2]
 
 
 # ----------------------------------------------------------------------------- per-image state
@@ -314,7 +319,7 @@ class FitResult:
 def _image_data(ops, model, targets, confidence, image_size, base_vertices):
     valid = jnp.all(jnp.isfinite(targets), -1) & jnp.isfinite(confidence) & (confidence > 0)
     targets = jnp.where(valid[:, None], targets, 0.0)
-    weights = landmark_weights(targets, jnp.where(valid, confidence, 0.0), valid)
+    weights = landmark_weights(targets, jnp.where(valid, confidence, 0.0), valid, ops.eye_corners)
     focal, principal = cam.intrinsics_from_image_size(image_size)
     base_points = sample_surface(base_vertices, ops.prior.point_faces, ops.prior.point_bary)
     return _ImageData(targets, weights, focal, principal, base_points), valid
@@ -411,7 +416,8 @@ _fit_jit = jax.jit(_fit_padded, static_argnames=("config",))
 
 
 def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig(), *,
-        model: HeadModel | None = None, confidence=None) -> FitResult:
+        model: HeadModel | None = None, confidence=None,
+        landmark_set: LandmarkSet | None = None) -> FitResult:
     """Fit the head model to 2D landmarks of B images.
 
     Args:
@@ -423,6 +429,9 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
       config: energy weights and switches (:class:`FitConfig`).
       model: head model (default: the bundled low-poly head).
       confidence: ``[B, K]`` optional per-landmark confidence weights (default 1).
+      landmark_set: the K landmarks' embedding on the model (default: iBUG-68 with the jaw
+        sliding); keep the same object between calls so its precomputation is reused. The
+        landmark term's W_eye uses landmarks 36 and 45 of the set.
 
     Returns:
       :class:`FitResult` with leading dimension B. Bad images are flagged in ``status`` and
@@ -442,7 +451,7 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
     confidence = np.ones((b, k), np.float32) if confidence is None else np.asarray(confidence, np.float32)
     if confidence.shape != (b, k):
         raise ValueError(f"confidence must have shape [B, K] = ({b}, {k}), got {confidence.shape}")
-    ops = prepared(model, config, with_identity=base_shape is None)
+    ops = prepared(model, config, with_identity=base_shape is None, landmark_set=landmark_set)
     if k != ops.num_landmarks:
         raise ValueError(f"landmarks has {k} points per image, the landmark set has {ops.num_landmarks}")
     if base_shape is None:

@@ -167,12 +167,13 @@ def surface_point_operator(model: HeadModel, layout: ShapeLayout, faces: np.ndar
 
 # ----------------------------------------------------------------------------- residuals
 
-def landmark_weights(targets, confidence, valid):
+def landmark_weights(targets, confidence, valid, eye_corners=IBUG_OUTER_EYE_CORNERS):
     """Per-landmark weight ``100 / W_eye * confidence`` (0 for missing landmarks). ``[K]``.
 
-    ``W_eye`` is the distance between the two outermost eye landmarks of the targets.
+    ``W_eye`` is the distance between the two outermost eye landmarks (indices ``eye_corners``
+    of the targets).
     """
-    i, j = IBUG_OUTER_EYE_CORNERS
+    i, j = eye_corners
     w_eye = jnp.linalg.norm(targets[i] - targets[j])
     w_eye = jnp.where(jnp.isfinite(w_eye) & (w_eye > 1e-3), w_eye, 1.0)
     return jnp.where(valid, 100.0 / w_eye * confidence, 0.0)
