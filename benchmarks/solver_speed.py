@@ -214,7 +214,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scipy-max", type=int, default=16)
-    parser.add_argument("--grid", type=int, default=24, help="sparse problem: G (n = 2G²)")
+    parser.add_argument("--grid", type=int, default=12, help="sparse problem: G (n = 2G²)")
     parser.add_argument("--quick", action="store_true", help="repeats=2, skip the sparse problem")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
@@ -222,7 +222,7 @@ def main():
 
     def peers(sparse):
         out = {}
-        big = 64 if sparse else 10**9  # dense peers materialise J: limit the sparse batch
+        big = 1 if sparse else 10**9  # dense peers materialise J: minutes per run beyond B=1
         if optx is not None:
             out["optimistix LM"] = (optimistix_lm, big)
         else:
