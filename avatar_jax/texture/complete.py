@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avatar_jax.model.head import HeadModel
+from avatar_jax.texture._disk_cache import cache_key, cached_arrays
 from avatar_jax.texture.project import UVRaster
 
 # --------------------------------------------------------------------------------------------
@@ -53,21 +54,28 @@ def _mirror_vertex_uvs(model: HeadModel) -> np.ndarray:
     return np.einsum("nk,nkd->nd", bary, corner_uv)
 
 
-_MIRROR_CACHE: dict[tuple, jax.Array] = {}
+_MIRROR_CACHE: dict[str, jax.Array] = {}
 
 
 def mirror_map(model: HeadModel, uv: UVRaster, max_spread: float = 0.05) -> jax.Array:
-    """Flat index ``[S, S]`` int32 of each texel's mirror texel (-1 = none); cached.
+    """Flat index ``[S, S]`` int32 of each texel's mirror texel (-1 = none); cached in the
+    process and on disk (building it takes seconds at 2048²).
 
     The mirror UV of a texel interpolates its triangle corners' mirror UVs. Where those
     corners map to different UV charts (spread > ``max_spread`` in UV units) interpolation is
     meaningless, and the corner with the largest barycentric weight is used instead.
     """
-    digest = hashlib.sha1(np.asarray(model.neutral).tobytes())
-    digest.update(np.asarray(uv.tri_id).tobytes())
-    key = (digest.hexdigest(), float(max_spread))
+    key = cache_key(np.asarray(model.neutral), np.asarray(model.triangles),
+                    np.asarray(model.uvs), np.asarray(model.triangle_uvs),
+                    np.asarray(uv.tri_id), float(max_spread))
     if key in _MIRROR_CACHE:
         return _MIRROR_CACHE[key]
+    out = cached_arrays("mirror_map", key, lambda: {"mirror": _mirror_table(model, uv, max_spread)})
+    _MIRROR_CACHE[key] = jnp.asarray(out["mirror"])
+    return _MIRROR_CACHE[key]
+
+
+def _mirror_table(model: HeadModel, uv: UVRaster, max_spread: float) -> np.ndarray:
     size = uv.size
     tri_id = np.asarray(uv.tri_id)
     rows, cols = np.nonzero(tri_id >= 0)
@@ -84,8 +92,7 @@ def mirror_map(model: HeadModel, uv: UVRaster, max_spread: float = 0.05) -> jax.
     ok = tri_id.ravel()[target] >= 0
     out = np.full(size * size, -1, np.int32)
     out[rows * size + cols] = np.where(ok, target, -1)
-    _MIRROR_CACHE[key] = jnp.asarray(out.reshape(size, size))
-    return _MIRROR_CACHE[key]
+    return out.reshape(size, size)
 
 
 @jax.jit

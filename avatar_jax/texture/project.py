@@ -43,6 +43,7 @@ from avatar_jax.model.head import HeadModel, vertex_normals
 from avatar_jax.render.raster import (default_max_chunks, rasterize, render_uv_layout,
                                       uv_to_texel)
 from avatar_jax.render.sample import bilinear_sample
+from avatar_jax.texture._disk_cache import cache_key, cached_arrays
 
 DEFAULT_TEXTURE_SIZE = 2048
 
@@ -98,7 +99,7 @@ def _texel_to_bary(uvs: np.ndarray, triangle_uvs: np.ndarray, size: int) -> np.n
 
 
 def uv_raster(model: HeadModel, size: int = DEFAULT_TEXTURE_SIZE, gutter: int = 4) -> UVRaster:
-    """UV-layout raster of ``model`` at ``size``² texels, computed once per process and cached.
+    """UV-layout raster of ``model`` at ``size``² texels, cached in the process and on disk.
 
     ``gutter`` texels around each chart get the triangle of their nearest chart texel (its
     affine map extrapolates the surface point), so the exported texture does not bleed
@@ -106,15 +107,22 @@ def uv_raster(model: HeadModel, size: int = DEFAULT_TEXTURE_SIZE, gutter: int = 
     """
     key = _layout_key(model, size, gutter)
     if key not in _UV_CACHE:
-        tri_id, _ = render_uv_layout(model.uvs, model.triangle_uvs, model.triangles, size)
-        inside = tri_id >= 0
-        if gutter > 0:
-            tri_id = _nearest_fill(tri_id, gutter)
+        tables = cached_arrays("uv_raster", cache_key(*key),
+                               lambda: _uv_tables(model, size, gutter))
         _UV_CACHE[key] = UVRaster(
-            tri_id=jnp.asarray(tri_id, jnp.int32), covered=jnp.asarray(tri_id >= 0),
-            inside=jnp.asarray(inside),
-            texel_to_bary=jnp.asarray(_texel_to_bary(model.uvs, model.triangle_uvs, size)))
+            tri_id=jnp.asarray(tables["tri_id"], jnp.int32),
+            covered=jnp.asarray(tables["tri_id"] >= 0), inside=jnp.asarray(tables["inside"]),
+            texel_to_bary=jnp.asarray(tables["texel_to_bary"]))
     return _UV_CACHE[key]
+
+
+def _uv_tables(model: HeadModel, size: int, gutter: int) -> dict[str, np.ndarray]:
+    tri_id, _ = render_uv_layout(model.uvs, model.triangle_uvs, model.triangles, size)
+    inside = tri_id >= 0
+    if gutter > 0:
+        tri_id = _nearest_fill(tri_id, gutter)
+    return {"tri_id": tri_id.astype(np.int32), "inside": inside,
+            "texel_to_bary": _texel_to_bary(model.uvs, model.triangle_uvs, size)}
 
 
 def _nearest_fill(tri_id: np.ndarray, radius: int) -> np.ndarray:
@@ -165,12 +173,28 @@ def project_texture(image: jax.Array, verts_model: jax.Array, camera: Camera, mo
     Returns:
       ``texture`` ``[S, S, C]`` (0 where the weight is 0) and ``weight`` ``[S, S]`` in [0, 1].
     """
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape [H, W, C], got {tuple(image.shape)}")
+    texel_px, weight = project_geometry(image.shape, verts_model, camera, model, uv, vis_size,
+                                        depth_tol, grazing, soft_radius)
+    color = bilinear_sample(image, texel_px)
+    texture = jnp.where(weight[..., None] > 0, color, 0.0)
+    return texture, weight
+
+
+def project_geometry(image_shape: tuple, verts_model: jax.Array, camera: Camera,
+                     model: HeadModel, uv: UVRaster, vis_size: int = 512, depth_tol: float = 4.0,
+                     grazing: tuple[float, float] = (0.1, 0.4), soft_radius: int = 3):
+    """Where each texel lands in the photo, and how well it is seen (traceable, unjitted).
+
+    Same arguments as :func:`project_texture` except ``image_shape`` ``(H, W, ...)`` instead of
+    the image. Returns ``texel_px`` ``[S, S, 2]`` (x right, y down, pixels) and ``weight``
+    ``[S, S]`` in [0, 1].
+    """
+    if len(image_shape) != 3:
+        raise ValueError(f"image must have shape [H, W, C], got {tuple(image_shape)}")
     if verts_model.shape != model.neutral.shape:
         raise ValueError(f"verts_model must have shape {tuple(model.neutral.shape)}, "
                          f"got {tuple(verts_model.shape)}")
-    h, w = image.shape[:2]
+    h, w = image_shape[:2]
     scale = min(1.0, vis_size / max(h, w))
     vis_h, vis_w = max(1, round(h * scale)), max(1, round(w * scale))
 
@@ -217,6 +241,4 @@ def project_texture(image: jax.Array, verts_model: jax.Array, camera: Camera, mo
     c0, c1 = grazing
     w_angle = _smoothstep((cos_view - c0) / (c1 - c0))
     weight = jnp.where(uv.covered & in_image, w_vis * w_angle, 0.0)
-    color = bilinear_sample(image, texel_px)
-    texture = jnp.where(weight[..., None] > 0, color, 0.0)
-    return texture, weight
+    return texel_px, weight
