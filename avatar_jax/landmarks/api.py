@@ -6,8 +6,9 @@
 Backends: ``"mediapipe"`` (default; packaged LiteRT models) and ``"dlib"`` (optional extra
 ``avatar-jax[dlib]``). Routes from the 468/478 mesh to iBUG-68 (mediapipe only):
 ``"refined"`` (default; silhouette jaw + fitted barycentric mapping, see :mod:`.ibug68`),
-``"baseline"`` (the plain index list), or a callable ``mesh478 [478, 3] -> [68, 2]`` -- the hook
-for landmarks taken from a head model fitted to all mesh points.
+``"baseline"`` (the plain index list), ``"fitted"`` (the head model fitted to the 468 mesh points,
+its 68 landmarks projected; see :mod:`.dense`), ``"hybrid"`` (fitted jaw + refined inner points),
+or a callable ``mesh478 [478, 3] -> [68, 2]``.
 
 The mediapipe backend keeps one loaded :class:`~.mediapipe.FaceMeshPipeline` per option set in a
 small module cache (LiteRT interpreters are expensive to create); pass ``pipeline=`` to control it.
@@ -85,8 +86,8 @@ def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int |
 
     Args:
       backend: ``"mediapipe"`` or ``"dlib"``.
-      route: 468 -> 68 mapping for mediapipe: ``"refined"``, ``"baseline"`` or a callable
-        ``[478, 3] -> [68, 2]``.
+      route: 468 -> 68 mapping for mediapipe: ``"refined"``, ``"baseline"``, ``"fitted"``,
+        ``"hybrid"`` or a callable ``[478, 3] -> [68, 2]``.
       small_faces: tiled pass for small faces: None = only if the full frame finds none,
         True = always, False = never (see :class:`~.mediapipe.FaceMeshPipeline`).
       pipeline: a mediapipe pipeline to use instead of :func:`default_pipeline`.
@@ -103,7 +104,7 @@ def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int |
         return detect_faces_dlib(image, max_faces=max_faces)
     if backend != "mediapipe":
         raise ValueError(f"detect_faces: unknown backend {backend!r}; expected one of {BACKENDS}")
-    to68 = _route_fn(route)
+    to68 = _route_fn(route, image.shape[:2])
     pipeline = pipeline or default_pipeline()
     return [FaceLandmarks(box=np.concatenate([r.landmarks[:, :2].min(0), r.landmarks[:, :2].max(0)]),
                           score=r.detection.score, landmarks68=to68(r.landmarks),
@@ -127,14 +128,22 @@ def detect_batch(paths: Sequence[str | os.PathLike], **kwargs) -> list[ImageFace
     return results
 
 
-def _route_fn(route: Route) -> Callable[[np.ndarray], np.ndarray]:
+ROUTES = ("refined", "baseline", "fitted", "hybrid")
+
+
+def _route_fn(route: Route, image_size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
     if callable(route):
         return route
     if route == "refined":
         return ibug68.refined68
     if route == "baseline":
         return ibug68.baseline68
-    raise ValueError(f"detect_faces: unknown route {route!r}; expected 'refined', 'baseline' or a callable")
+    if route in ("fitted", "hybrid"):  # these fit a camera, so they need the image size
+        from avatar_jax.landmarks import dense
+
+        fn = dense.fitted68 if route == "fitted" else dense.hybrid68
+        return lambda mesh: fn(mesh, image_size)
+    raise ValueError(f"detect_faces: unknown route {route!r}; expected one of {ROUTES} or a callable")
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
