@@ -2,6 +2,7 @@
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu]
+    avatar-jax eval --suite synthetic|landmarks|all --out DIR [--num N] [--data DIR] [--docs DIR]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -30,11 +31,36 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-overlay", action="store_true", help="skip the landmark/wireframe overlay PNG")
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
+    _add_eval_parser(sub)
     return ap
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluation suites: synthetic ARMSE benchmark, landmark NME; "
+                                     "JSON/CSV, plots and a markdown report")
+    ev.add_argument("--suite", default="all", choices=["synthetic", "landmarks", "all"])
+    ev.add_argument("--out", required=True, help="output directory")
+    ev.add_argument("--num", type=int, default=16, help="synthetic heads (default 16)")
+    ev.add_argument("--seed", type=int, default=0, help="synthetic PRNG seed")
+    ev.add_argument("--noise", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0],
+                    help="landmark noise levels in px (default 0 1 2 4)")
+    ev.add_argument("--distances", type=float, nargs="+", default=[80.0, 90.0, 100.0, 110.0],
+                    help="ARMSE crop distances d in mm (default 80 90 100 110)")
+    ev.add_argument("--methods", nargs="+", default=["landmark-only", "full energy", "eos-py"],
+                    choices=["landmark-only", "full energy", "eos-py"], help="synthetic fitting methods")
+    ev.add_argument("--data", default="../shared/testdata",
+                    help="labelled test data folder with manifest.json (default ../shared/testdata)")
+    ev.add_argument("--images", nargs="+", default=None, help="landmark suite: only these image stems")
+    ev.add_argument("--docs", default=None,
+                    help="also write DOCS/results.md and copy the plots to DOCS/results/ (e.g. docs)")
+    ev.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
+                    help="JAX platform (default: JAX's choice)")
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "eval":
+        return _eval(args)
     if args.texture_size < 16 or args.texture_size > 8192:
         print(f"avatar-jax: --texture-size must be in [16, 8192], got {args.texture_size}", file=sys.stderr)
         return EXIT_USAGE
@@ -61,6 +87,43 @@ def _reconstruct(args) -> int:
         if o.status == "ok":
             print(f"{o.path}: wrote {', '.join(o.files)}")
     return EXIT_PARTIAL if failed else 0
+
+
+def _eval(args) -> int:
+    if args.num < 1:
+        print(f"avatar-jax eval: --num must be >= 1, got {args.num}", file=sys.stderr)
+        return EXIT_USAGE
+    import jax
+
+    if args.device:
+        jax.config.update("jax_platforms", args.device)
+    from tqdm import tqdm
+
+    from avatar_jax.evaluate.report import write_report
+
+    progress = lambda items, desc: tqdm(items, desc=desc, unit="item")
+    synthetic = landmarks = None
+    try:
+        if args.suite in ("synthetic", "all"):
+            from avatar_jax.evaluate.synthetic import run_synthetic
+
+            synthetic = run_synthetic(num=args.num, seed=args.seed, noise_levels=tuple(args.noise),
+                                      distances=tuple(args.distances), methods=tuple(args.methods),
+                                      progress=progress)
+        if args.suite in ("landmarks", "all"):
+            from avatar_jax.evaluate.landmark_suite import run_landmark_suite
+
+            landmarks = run_landmark_suite(args.data, names=args.images, progress=progress)
+    except ValueError as err:
+        print(f"avatar-jax eval: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    command = (f"avatar-jax eval --suite {args.suite} --num {args.num} --seed {args.seed} "
+               f"--noise {' '.join(f'{v:g}' for v in args.noise)}")
+    written = write_report(args.out, synthetic=synthetic, landmarks=landmarks, docs_dir=args.docs,
+                           command=command)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
