@@ -39,7 +39,7 @@ def test_anchors_and_geometry():
 
 
 def test_labelled_photos_meet_nme_bar(testdata):
-    errs = {}
+    errs, refined = {}, {}
     for stem in HUMAN_LABELLED:
         gt = read_pts(testdata / f"{stem}.pts", index_base=1)
         faces = detect_faces(load_image(_find(testdata, stem)))
@@ -48,9 +48,12 @@ def test_labelled_photos_meet_nme_bar(testdata):
         assert face.landmarks68.shape == (68, 2) and face.landmarks478.shape == (478, 3)
         errs[stem] = _nme(face.landmarks68, gt)
         base = _nme(ibug68.baseline68(face.landmarks478), gt)
-        assert errs[stem] < base, f"{stem}: refined {errs[stem]:.4f} not better than baseline {base:.4f}"
-    # Measured 3.72 % (benchmarks/landmarks.py); the bar is 3.5 %, not met yet.
-    assert np.mean(list(errs.values())) < 0.040, errs
+        refined[stem] = _nme(ibug68.refined68(face.landmarks478), gt)
+        assert errs[stem] < base, f"{stem}: default {errs[stem]:.4f} not better than baseline {base:.4f}"
+    # Default route "hybrid": measured 3.58 % ("refined" 3.72 %, benchmarks/landmarks.py); the
+    # issue's bar is 3.5 %, not met yet.
+    assert np.mean(list(errs.values())) < np.mean(list(refined.values())), (errs, refined)
+    assert np.mean(list(errs.values())) < 0.037, errs
 
 
 def test_multiple_faces_largest_first(testdata):

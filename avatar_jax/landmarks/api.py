@@ -5,10 +5,12 @@
 
 Backends: ``"mediapipe"`` (default; packaged LiteRT models) and ``"dlib"`` (optional extra
 ``avatar-jax[dlib]``). Routes from the 468/478 mesh to iBUG-68 (mediapipe only):
-``"refined"`` (default; silhouette jaw + fitted barycentric mapping, see :mod:`.ibug68`),
-``"baseline"`` (the plain index list), ``"fitted"`` (the head model fitted to the 468 mesh points,
-its 68 landmarks projected; see :mod:`.dense`), ``"hybrid"`` (fitted jaw + refined inner points),
-or a callable ``mesh478 [478, 3] -> [68, 2]``.
+``"hybrid"`` (default; mesh-silhouette jaw + the inner points of the head model fitted to all 468
+mesh points, see :mod:`.dense`), ``"refined"`` (silhouette jaw + barycentric mapping, see
+:mod:`.ibug68`; no model fit, ~100x cheaper),
+``"baseline"`` (the plain index list), ``"fitted"`` (all 68 from the fitted model, the jaw on its
+silhouette), or a callable ``mesh478 [478, 3] -> [68, 2]``. Accuracy and cost of each:
+docs/landmarks.md.
 
 The mediapipe backend keeps one loaded :class:`~.mediapipe.FaceMeshPipeline` per option set in a
 small module cache (LiteRT interpreters are expensive to create); pass ``pipeline=`` to control it.
@@ -80,14 +82,15 @@ def default_pipeline(num_threads: int = 1, iris: bool = True) -> FaceMeshPipelin
 
 
 def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int | None = None,
-                 route: Route = "refined", small_faces: bool | None = None,
+                 route: Route = "hybrid", small_faces: bool | None = None,
                  pipeline: FaceMeshPipeline | None = None) -> list[FaceLandmarks]:
     """All faces in an RGB image ``[H, W, 3]`` uint8, largest first (at most ``max_faces``).
 
     Args:
       backend: ``"mediapipe"`` or ``"dlib"``.
-      route: 468 -> 68 mapping for mediapipe: ``"refined"``, ``"baseline"``, ``"fitted"``,
-        ``"hybrid"`` or a callable ``[478, 3] -> [68, 2]``.
+      route: 468 -> 68 mapping for mediapipe: ``"hybrid"``, ``"refined"``, ``"baseline"``,
+        ``"fitted"`` or a callable ``[478, 3] -> [68, 2]``. The fitted routes cost one dense
+        model fit per face (first call compiles it).
       small_faces: tiled pass for small faces: None = only if the full frame finds none,
         True = always, False = never (see :class:`~.mediapipe.FaceMeshPipeline`).
       pipeline: a mediapipe pipeline to use instead of :func:`default_pipeline`.
@@ -128,7 +131,7 @@ def detect_batch(paths: Sequence[str | os.PathLike], **kwargs) -> list[ImageFace
     return results
 
 
-ROUTES = ("refined", "baseline", "fitted", "hybrid")
+ROUTES = ("hybrid", "refined", "baseline", "fitted")
 
 
 def _route_fn(route: Route, image_size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:

@@ -159,10 +159,12 @@ def fitted68(mesh478: np.ndarray, image_size, model: HeadModel | None = None,
 
 def hybrid68(mesh478: np.ndarray, image_size, model: HeadModel | None = None,
              config: FitConfig = DENSE_CONFIG) -> np.ndarray:
-    """Route "hybrid": the fitted model's jaw (0-16) with the detector's inner points (17-67,
-    the default refined mapping)."""
+    """Route "hybrid": the detector mesh's silhouette jaw (0-16, as route "refined") with the
+    fitted model's inner points (17-67). The model's own jaw rule (contour candidates on the
+    fitted silhouette) misplaces the far-side jaw of turned heads, while the mesh silhouette
+    follows it; the fitted inner points are steadier than single mesh vertices."""
     from avatar_jax.landmarks import ibug68
 
-    out = ibug68.refined68(mesh478).copy()
-    out[:17] = fitted68(mesh478, image_size, model, config)[:17]
+    out = fitted68(mesh478, image_size, model, config).copy()
+    out[:17] = ibug68.refined68(mesh478)[:17]
     return out
