@@ -126,8 +126,7 @@ def _dense_reference_step(model, ops, cfg, data, state):
     """Gauss-Newton step of the FULL problem [x, pose] at the state, assembled from the model
     functions and the linear terms' operators, solved with a float64 sparse LU."""
     layout, pr = ops.layout, ops.prior
-    x0 = np.asarray(pr.lag_basis @ state.lag_prev
-                    + jnp.einsum("njb,jb->n", pr.gain[:, state.sel], state.lam), np.float64)
+    x0 = np.asarray(F._shape_vector(ops, state), np.float64)
     pose0 = np.asarray(state.pose, np.float64)
     sel = F._select(ops, cfg, state.pose, state.points, data)
     faces = pr.point_faces[sel]
@@ -187,7 +186,7 @@ def _eliminated_vs_dense(clean_batch, cfg):
                                 jnp.ones(68), jnp.asarray(clean_batch.image_sizes[img]),
                                 jnp.asarray(model.neutral))
     pose0, ok = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[img]))
-    state = F._State(pose=pose0, points=data.base_points, lam=jnp.zeros((68, 3)), sel=jnp.arange(68),
+    state = F._State(pose=pose0, points=data.base_points, lam=jnp.zeros_like(data.base_points), sel=jnp.arange(68),
                      lag_prev=jnp.zeros(ops.prior.lag_index.shape), lag=jnp.zeros(ops.prior.lag_index.shape),
                      damping=jnp.asarray(0.0), ok=jnp.asarray(True))
     for _ in range(2):  # move to a point with non-zero shape, lag and a slid contour
@@ -195,7 +194,7 @@ def _eliminated_vs_dense(clean_batch, cfg):
     x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, state)
     new, _, _ = F._step(ops, cfg, data, state)
     pr = ops.prior
-    x1 = np.asarray(pr.lag_basis @ new.lag_prev + jnp.einsum("njb,jb->n", pr.gain[:, new.sel], new.lam))
+    x1 = np.asarray(F._shape_vector(ops, new))
     dx = x1 - x0
     dpose = np.asarray(new.pose) - pose0
     full_ref = np.concatenate([dx_ref, dpose_ref])

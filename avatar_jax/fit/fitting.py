@@ -35,8 +35,8 @@ from jax.experimental import sparse as jsparse
 from avatar_jax.fit import camera as cam
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
-from avatar_jax.fit.terms import (ShapeLayout, landmark_residual, landmark_weights, linear_terms,
-                                  pose_residual)
+from avatar_jax.fit.terms import (ShapeLayout, focal_residual, landmark_residual, landmark_weights,
+                                  linear_terms, pose_residual, rotation_residual)
 from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vertex_normals
 
 STATUS_OK = 0
@@ -73,8 +73,7 @@ class FitOperators:
 
     prior: MarginalPrior
     candidate_normals: jax.Array  # [J, C, 3] neutral-mesh normals at the contour candidates
-    term_A: tuple  # BCOO [rows, nx] per linear term
-    term_A_lag: tuple  # BCOO or None
+    term_residual: tuple  # BCOO [rows, nx] per linear term: A - A_lag (its residual when x_lag = x)
     layout: ShapeLayout = struct.field(pytree_node=False)
     sliding: tuple[int, ...] = struct.field(pytree_node=False)
     num_landmarks: int = struct.field(pytree_node=False)
@@ -96,10 +95,14 @@ def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: Lan
     terms = linear_terms(model, layout, config)
     faces, bary, normals = _surface_points(model, lms, config.sliding_contour)
     prior = build_marginal_prior(model, layout, terms, faces, bary, dtype)
-    to_bcoo = lambda m: None if m is None else jsparse.BCOO.from_scipy_sparse(m.astype(dtype))
+    def self_lagged(t):  # with x_lag = x the dense L B blocks of Ec cancel: keep A - A_lag sparse
+        m = (t.A - t.A_lag if t.A_lag is not None else t.A).tocsr()
+        m.eliminate_zeros()
+        return jsparse.BCOO.from_scipy_sparse(m.astype(dtype))
+
     return FitOperators(
         prior=jax.tree.map(jnp.asarray, prior), candidate_normals=jnp.asarray(normals),
-        term_A=tuple(to_bcoo(t.A) for t in terms), term_A_lag=tuple(to_bcoo(t.A_lag) for t in terms),
+        term_residual=tuple(self_lagged(t) for t in terms),
         layout=layout, sliding=lms.sliding if config.sliding_contour else (),
         num_landmarks=int(lms.faces.shape[0]), eye_corners=lms.eye_corners, term_names=tuple(t.name for t in terms),
         term_weights=tuple(float(t.weight) for t in terms))
@@ -140,7 +143,7 @@ def prepared(model: HeadModel, config: FitConfig, with_identity: bool,
 class _State:
     pose: jax.Array  # [7] rotvec, translation, log_fs
     points: jax.Array  # [P, 3] surface points y (model frame)
-    lam: jax.Array  # [K, 3] point multipliers of the active points
+    lam: jax.Array  # [P, 3] point multipliers (non-zero only at the active points)
     sel: jax.Array  # [K] active point index per landmark
     lag_prev: jax.Array  # [dz] lag that built the current x
     lag: jax.Array  # [dz] lagged components of the current x (beta)
@@ -205,25 +208,46 @@ def _irls_weights(pose, active_points, data, config):
 
 
 def _prior_mean(ops, data, lag):
-    return data.base_points + jnp.einsum("pdz,z->pd", ops.prior.lag_mean, lag)
+    return data.base_points + (ops.prior.lag_mean @ lag).reshape(-1, 3)
 
 
 def _active_cov(ops, sel):
-    cov = ops.prior.cov
-    return cov[sel][:, :, sel]  # [K, 3, K, 3]
+    """Prior covariance of the active points as 3x3 blocks ``[K, K, 3, 3]``."""
+    return ops.prior.cov_blocks[sel[:, None], sel[None, :]]
+
+
+def _cov_times(ops, lam):
+    """``C lam`` for dense multipliers ``[P, 3]``: one GEMM per batch chunk under vmap (a
+    gather of C's active columns is ~100x slower on CPU)."""
+    return (ops.prior.cov @ lam.reshape(-1)).reshape(lam.shape)
+
+
+def _shape_vector(ops, state: _State):
+    """The full shape unknowns ``x = xbar(z) + W lam`` ``[nx]`` of a state."""
+    return ops.prior.lag_basis @ state.lag_prev + ops.prior.gain @ state.lam.reshape(-1)
 
 
 def _state_prior_cost(ops, state: _State, lag):
     """Linear-term energy of the current x under the lag ``lag`` (closed form in lam, z)."""
     pr = ops.prior
     dz = state.lag_prev - lag
-    lam_cost = jnp.einsum("iajb,ia,jb->", _active_cov(ops, state.sel), state.lam, state.lam)
-    cross = jnp.einsum("iaz,ia,z->", pr.lag_mean[state.sel], state.lam, dz)
-    return lam_cost + 2.0 * cross + dz @ pr.lag_hessian @ dz + lag @ pr.lag_cost @ lag
+    lam = state.lam.reshape(-1)
+    return (lam @ (pr.cov @ lam) + 2.0 * (lam @ pr.lag_mean) @ dz + dz @ pr.lag_hessian @ dz
+            + lag @ pr.lag_cost @ lag)
+
+
+def _gram(D, c_act):
+    """``D C_act D^T`` ``[2K, 2K]`` for block-diagonal D ``[K, 2, 3]`` and C_act ``[K, K, 3, 3]``,
+    written as broadcast multiply-adds (a 3-operand einsum lowers to tiny batched matmuls,
+    ~3x slower on CPU)."""
+    k = D.shape[0]
+    t = sum(D[:, None, :, b, None] * c_act[:, :, None, b, :] for b in range(3))  # [K, K, 2, 3]
+    m = sum(t[:, :, :, None, c] * D[None, :, None, :, c] for c in range(3))  # [K, K, 2, 2]
+    return jnp.transpose(m, (0, 2, 1, 3)).reshape(2 * k, 2 * k)
 
 
 def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State):
-    """One Gauss-Newton / LM iteration on one image. Returns (new_state, energy_before)."""
+    """One Gauss-Newton / LM iteration on one image. Returns (new_state, cost_before, cost_after)."""
     k = ops.num_landmarks
     pose, lag = state.pose, state.lag
     sel = _select(ops, config, pose, state.points, data)
@@ -238,14 +262,12 @@ def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State)
     jac_pose = jax.jacfwd(residual_of_pose)(pose)  # [2K, 7]
     rot = cam.rotation_matrix(pose[:3])
     view = active @ rot.T + pose[3:6]
-    dproj = cam.project_jacobian(_camera(pose, data), view) @ rot  # [K, 2, 3]
-    D = sqrt_w[:, None, None] * dproj
+    D = sqrt_w[:, None, None] * (cam.project_jacobian(_camera(pose, data), view) @ rot)  # [K, 2, 3]
     c_act = _active_cov(ops, sel)
-    M = jnp.eye(2 * k) + jnp.einsum("iab,ibjc,jdc->iajd", D, c_act, D).reshape(2 * k, 2 * k)
-    chol = jnp.linalg.cholesky(M)
-    e = r - jnp.einsum("iab,ib->ia", D, (active - ybar[sel])).reshape(-1)
-    minv_e = jax.scipy.linalg.cho_solve((chol, True), e)
-    minv_j = jax.scipy.linalg.cho_solve((chol, True), jac_pose)
+    chol = jnp.linalg.cholesky(jnp.eye(2 * k) + _gram(D, c_act))
+    e = r - jnp.einsum("iab,ib->ia", D, active - ybar[sel]).reshape(-1)
+    minv = jax.scipy.linalg.cho_solve((chol, True), jnp.concatenate([e[:, None], jac_pose], 1))
+    minv_e, minv_j = minv[:, 0], minv[:, 1:]
 
     def prior_of_pose(p):
         return pose_residual(p[:3], p[3:6], p[6], config)
@@ -257,22 +279,23 @@ def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State)
     rhs = jac_pose.T @ minv_e + jp.T @ rp
     dpose = -jax.scipy.linalg.solve(schur, rhs, assume_a="pos")
     w = minv_e + minv_j @ dpose
-    lam = -jnp.einsum("iab,ia->ib", D, w.reshape(k, 2))
-    new_points = ybar + jnp.einsum("pdjb,jb->pd", ops.prior.cov[:, :, sel], lam)
-    new_lag = ops.prior.lag_carry @ lag + jnp.einsum("zjb,jb->z", ops.prior.lag_gain[:, sel], lam)
+    lam_act = -jnp.einsum("iab,ia->ib", D, w.reshape(k, 2))
+    lam = jnp.zeros_like(state.points).at[sel].add(lam_act)
+    new_points = ybar + _cov_times(ops, lam)
+    new_lag = ops.prior.lag_carry @ lag + ops.prior.lag_gain @ lam.reshape(-1)
     new_pose = pose + dpose
 
-    lag_cost = lag @ ops.prior.lag_cost @ lag
-    before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
-              + _state_prior_cost(ops, state, lag))
     after = (_landmark_cost(new_pose, new_points[sel], data, sqrt_w) + _pose_cost(new_pose, config)
-             + jnp.einsum("iajb,ia,jb->", c_act, lam, lam) + lag_cost)
+             + jnp.sum(lam * (new_points - ybar)) + lag @ ops.prior.lag_cost @ lag)
     candidate = _State(new_pose, new_points, lam, sel, lag, new_lag, state.damping, state.ok)
     finite = jnp.isfinite(after) & jnp.all(jnp.isfinite(new_points)) & jnp.all(jnp.isfinite(new_pose))
     if config.method == "levenberg_marquardt":
+        before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
+                  + _state_prior_cost(ops, state, lag))
         accept = finite & (after <= before)
         damping = jnp.where(accept, state.damping * 0.3, state.damping * 5.0)
-    else:
+    else:  # Gauss-Newton takes every finite step; its "before" is not needed, so not computed
+        before = jnp.asarray(jnp.nan, after.dtype)
         accept = finite
         damping = state.damping
     new_state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), candidate, state)
@@ -294,8 +317,9 @@ class FitResult:
       landmarks2d: ``[B, K, 2]`` projected model landmarks (jaw: the active contour points).
       reprojection_error: ``[B]`` mean pixel distance over valid landmarks.
       energy: ``[B]`` total energy E; ``energy_terms``: dict name -> ``[B]``.
-      cost_history: ``[B, N]`` energy of each iteration's linearisation (before its step),
-        ``cost_after``: ``[B, N]`` the same energy after the step (LM: never larger).
+      cost_history: ``[B, N]`` (Levenberg-Marquardt only; NaN for Gauss-Newton) energy of each
+        iteration's linearisation point, ``cost_after``: ``[B, N]`` the same energy (same contour,
+        same lag) after the step (LM: never larger).
       status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input).
     """
 
@@ -343,7 +367,7 @@ def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, co
     pose0, init_ok = _initial_pose(ops, data, valid, image_size)
     pose0 = jnp.where(init_ok, pose0, jnp.array([0, 0, 0, 0, 0, -1000.0, 0]))
     k, dz = ops.num_landmarks, ops.prior.lag_index.shape[0]
-    state = _State(pose=pose0, points=data.base_points, lam=jnp.zeros((k, 3)), sel=jnp.arange(k),
+    state = _State(pose=pose0, points=data.base_points, lam=jnp.zeros_like(data.base_points), sel=jnp.arange(k),
                    lag_prev=jnp.zeros((dz,)), lag=jnp.zeros((dz,)),
                    damping=jnp.asarray(config.initial_damping if config.method != "gauss_newton" else 0.0),
                    ok=jnp.asarray(True))
@@ -358,7 +382,7 @@ def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, co
 
 def _finish(ops, model, config, data, valid, state, base_vertices, before, after, init_ok):
     layout, pr = ops.layout, ops.prior
-    x = pr.lag_basis @ state.lag_prev + jnp.einsum("njb,jb->n", pr.gain[:, state.sel], state.lam)
+    x = _shape_vector(ops, state)
     alpha, beta, delta = layout.split(x)
     verts = base_vertices + jnp.einsum("k,kvd->vd", beta, model.expression_basis)
     if layout.num_identity:
@@ -389,14 +413,14 @@ def _energy_terms(ops, config, data, state, x, active) -> dict:
     d = _project(state.pose, active, data) - data.targets
     s = jnp.sum(d * d, -1)
     per_lm = config.landmark_kernel.energy(s) if config.landmark_kernel is not None else s
+    rot, trans, log_fs = state.pose[:3], state.pose[3:6], state.pose[6]
     terms = {"landmarks": jnp.sum(data.weights * per_lm),
-             "focal_prior": sq(pose_residual(state.pose[:3], state.pose[3:6], state.pose[6],
-                                             config)[:1]),
-             "rotation_prior": sq(pose_residual(state.pose[:3], state.pose[3:6], state.pose[6],
-                                                config)[1:4])}
-    for name, w, A, A_lag in zip(ops.term_names, ops.term_weights, ops.term_A, ops.term_A_lag):
-        r = A @ x if A_lag is None else A @ x - A_lag @ x
-        terms[name] = w * sq(r)
+             "focal_prior": sq(focal_residual(log_fs, config)),
+             "rotation_prior": sq(rotation_residual(rot, config))}
+    for spec in config.extra_pose_terms:
+        terms[spec.name] = spec.weight * sq(spec.fn(rot, trans, log_fs))
+    for name, w, A in zip(ops.term_names, ops.term_weights, ops.term_residual):
+        terms[name] = w * sq(A @ x)
     return terms
 
 

@@ -31,11 +31,12 @@ class MarginalPrior:
 
     Attributes:
       point_faces, point_bary: ``[P, 3]`` the surface points (landmarks, then contour candidates).
-      cov: ``[P, 3, P, 3]`` prior covariance C of the point offsets.
-      gain: ``[nx, P, 3]`` W = P^-1 S^T: x = xbar + W lam reconstructs x from point multipliers.
-      lag_mean: ``[P, 3, dz]`` S P^-1 N: prior mean of the points per unit lag z.
+      cov: ``[3P, 3P]`` prior covariance C of the point offsets (point-major xyz).
+      cov_blocks: ``[P, P, 3, 3]`` the same, as 3x3 blocks (cheap gathers of the active block).
+      gain: ``[nx, 3P]`` W = P^-1 S^T: x = xbar + W lam reconstructs x from point multipliers.
+      lag_mean: ``[3P, dz]`` S P^-1 N: prior mean of the points per unit lag z.
       lag_basis: ``[nx, dz]`` P^-1 N: prior mean of x per unit lag.
-      lag_carry: ``[dz, dz]``, lag_gain: ``[dz, P, 3]``: z' = lag_carry z + lag_gain . lam.
+      lag_carry: ``[dz, dz]``, lag_gain: ``[dz, 3P]``: z' = lag_carry z + lag_gain lam.
       lag_hessian: ``[dz, dz]`` N^T P^-1 N; lag_cost: ``[dz, dz]`` the minimum of the linear
         terms for a given lag, ``z^T lag_cost z``.
       lag_index: ``[dz]`` positions of the lagged components in x.
@@ -44,6 +45,7 @@ class MarginalPrior:
     point_faces: jax.Array
     point_bary: jax.Array
     cov: jax.Array
+    cov_blocks: jax.Array
     gain: jax.Array
     lag_mean: jax.Array
     lag_basis: jax.Array
@@ -97,12 +99,13 @@ def build_marginal_prior(model, layout: ShapeLayout, terms: list[LinearTerm], po
     return MarginalPrior(
         point_faces=np.asarray(point_faces, np.int32),
         point_bary=f32(point_bary),
-        cov=f32(cov).reshape(p, 3, p, 3),
-        gain=f32(W).reshape(n, p, 3),
-        lag_mean=f32(lag_mean).reshape(p, 3, -1),
+        cov=f32(cov),
+        cov_blocks=f32(cov).reshape(p, 3, p, 3).transpose(0, 2, 1, 3),
+        gain=f32(W),
+        lag_mean=f32(lag_mean),
         lag_basis=f32(R_mean),
         lag_carry=f32(R_mean[lag_idx]),
-        lag_gain=f32(W[lag_idx]).reshape(-1, p, 3),
+        lag_gain=f32(W[lag_idx]),
         lag_hessian=f32(lag_hessian),
         lag_cost=f32(lag_sq - lag_hessian),
         lag_index=lag_idx.astype(np.int32),
