@@ -109,28 +109,40 @@ def _one_face(path, image, face, index, count, out_dir, options, model, shape_so
 
 
 def _texture(image, res, model, size, timings):
-    from avatar_jax.texture.complete import complete_texture
-    from avatar_jax.texture.project import project_texture, uv_raster
+    """Texture ``[S, S, 3]`` for the fitted face, laid out for ``capped_model(model)``.
 
-    t = time.perf_counter()
-    uv = uv_raster(model, size)
-    tex, weight = project_texture(np.asarray(image, np.float32) / 255.0, res.vertices, res.camera, model, uv)
-    timings["texture_project_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    texture = complete_texture(tex, weight, model, uv)
-    timings["texture_complete_s"] = time.perf_counter() - t
+    The eye and mouth openings are capped (:mod:`avatar_jax.texture.caps`) so the photo's eyes
+    and teeth land on the caps; :func:`avatar_jax.texture.bake.bake_texture` does projection,
+    foreground restriction, mirroring and the skin fill.
+    """
+    from avatar_jax.texture.bake import bake_plan, bake_texture
+    from avatar_jax.texture.caps import capped_model, extend_vertices
+
+    capped, caps = capped_model(model)
+    plan = bake_plan(capped, size, np.arange(capped.num_vertices) >= caps.num_base)
+    info = {}
+    texture = bake_texture(np.asarray(image, np.uint8), np.asarray(extend_vertices(caps, res.vertices)),
+                           res.camera, capped, size, plan=plan, diagnostics=info)
+    timings["texture_project_s"] = info["timings"]["project"]
+    timings["texture_complete_s"] = info["timings"]["fill"] + info["timings"]["compose"]
     return texture, timings
 
 
 def _export(stem: Path, res, texture, model, options, timings) -> list[Path]:
+    """Write the capped mesh (eye and mouth caps follow their rims in every morph target)."""
+    from avatar_jax.texture.caps import capped_model, extend_vertices
+
     t = time.perf_counter()
+    capped, caps = capped_model(model)
+    verts = np.asarray(extend_vertices(caps, res.vertices))
     files = []
-    tris, uvs, tuv = (np.asarray(a) for a in (model.triangles, model.uvs, model.triangle_uvs))
+    tris, uvs, tuv = (np.asarray(a) for a in (capped.triangles, capped.uvs, capped.triangle_uvs))
     if "obj" in options.formats:
-        files += list(write_obj(stem, res.vertices, tris, uvs, tuv, texture))
+        files += list(write_obj(stem, verts, tris, uvs, tuv, texture))
     if "glb" in options.formats:
-        morphs = {n: np.asarray(model.expression_basis[j]) for j, n in enumerate(model.expression_names)}
-        files.append(write_glb(stem.with_suffix(".glb"), res.vertices, tris, uvs, tuv, texture,
+        basis = np.asarray(capped.expression_basis)
+        morphs = {n: basis[j] for j, n in enumerate(capped.expression_names)}
+        files.append(write_glb(stem.with_suffix(".glb"), verts, tris, uvs, tuv, texture,
                                morph_targets=morphs, image_format="jpeg"))
     timings["export_s"] = time.perf_counter() - t
     return files

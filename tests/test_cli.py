@@ -10,6 +10,8 @@ import pygltflib
 import trimesh
 
 from avatar_jax.cli import main
+from avatar_jax.model import load_head_model
+from avatar_jax.texture.caps import capped_model
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "examples" / "tom_cruise.jpg"
@@ -33,7 +35,13 @@ def test_reconstruct_bundled_photo_and_bad_inputs(tmp_path, testdata, capsys):
     assert report["reprojection_error_px"] < 5.0
     assert set(report["timings_s"]) >= {"detect_s", "fit_s", "texture_project_s", "export_s"}
     mesh = trimesh.load(out / "tom_cruise.obj", force="mesh")
-    assert len(mesh.faces) == 5650
+    capped, _ = capped_model(load_head_model())
+    assert len(mesh.faces) == capped.triangles.shape[0] > 5650  # eye and mouth caps exported
     glb = pygltflib.GLTF2().load(str(out / "tom_cruise.glb"))
     names = glb.meshes[0].extras["targetNames"]
     assert "jawOpen" in names and len(names) == 53
+    # The caps are in the morph targets too (every target has one delta per glTF vertex).
+    prim = glb.meshes[0].primitives[0]
+    count = glb.accessors[prim.attributes.POSITION].count
+    assert all(glb.accessors[t["POSITION"]].count == count for t in prim.targets)
+    assert count >= capped.uvs.shape[0]

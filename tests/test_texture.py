@@ -177,3 +177,98 @@ def test_complete_texture(model, uv):
     assert out[covered].min() >= -0.1 and out[covered].max() <= 1.1
     with pytest.raises(ValueError, match="background"):
         complete_texture(proj, weight, model, uv, background=np.zeros((4, 4, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# Hole caps and the reconstruct texture path (bake_texture)
+
+
+@pytest.fixture(scope="module")
+def capped(model):
+    from avatar_jax.texture.caps import capped_model
+
+    return capped_model(model)
+
+
+def test_hole_caps_close_eyes_and_mouth(model, capped):
+    from avatar_jax.render.raster import render_uv_layout
+    from avatar_jax.texture.caps import boundary_loops, extend_vertices
+
+    cm, caps = capped
+    assert len(boundary_loops(np.asarray(model.triangles))) == 4  # eyes, mouth, neck
+    loops = boundary_loops(np.asarray(cm.triangles))
+    assert len(loops) == 1 and np.asarray(model.neutral)[loops[0], 1].max() < -100  # the neck
+    assert len(caps.loops) == 3 and sorted(map(len, caps.loops)) == [42, 42, 74]
+    f, v = model.triangles.shape[0], model.num_vertices
+    assert np.array_equal(np.asarray(cm.triangles[:f]), np.asarray(model.triangles))
+    # Linear in the mesh: the capped bases are the caps of the bases, so morph targets follow.
+    x = np.asarray(model.neutral) + 3.0 * np.asarray(model.expression_basis[5])
+    np.testing.assert_allclose(np.asarray(extend_vertices(caps, x)),
+                               np.asarray(cm.neutral) + 3.0 * np.asarray(cm.expression_basis[5]),
+                               atol=1e-3)
+    # The caps face outwards (+Z, the openings look forward) ...
+    c = np.asarray(cm.neutral)[np.asarray(cm.triangles[f:])]
+    normals = np.cross(c[:, 1] - c[:, 0], c[:, 2] - c[:, 0])
+    assert np.all(normals[:, 2] > 0.0)
+    # ... and their UV islands lie in free atlas space: no texel is shared with a chart.
+    uvs = np.asarray(cm.uvs)[np.asarray(cm.triangle_uvs[f:])]
+    assert uvs.min() >= 0.0 and uvs.max() <= 1.0
+    e1, e2 = uvs[:, 1] - uvs[:, 0], uvs[:, 2] - uvs[:, 0]
+    area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() * 512 ** 2
+    tri_id, _ = render_uv_layout(cm.uvs, cm.triangle_uvs, cm.triangles, 512)
+    base_only, _ = render_uv_layout(model.uvs, model.triangle_uvs, model.triangles, 512)
+    assert abs((tri_id >= f).sum() - area) < 0.1 * area
+    assert np.array_equal(tri_id[base_only >= 0] >= f, np.zeros((base_only >= 0).sum(), bool))
+    with pytest.raises(ValueError, match="vertices"):
+        extend_vertices(caps, np.zeros((v + 1, 3)))
+    assert cm.num_vertices == v + caps.weights.shape[0]
+
+
+def _skin_photo(cm, cam, shirt_below_row):
+    """Unlit render in a flat skin colour with a blue 'shirt' over the rows below a line."""
+    tex = np.broadcast_to(np.float32([0.8, 0.6, 0.5]), (64, 64, 3))
+    img = np.asarray(render_mesh(cm.neutral, cm.triangles, cam, (IMAGE, IMAGE), tex, cm.uvs,
+                                 cm.triangle_uvs, light=None, background=(0.2, 0.5, 0.2)))
+    img = img.copy()
+    img[shirt_below_row:] = (0.1, 0.2, 0.7)
+    return (img * 255 + 0.5).astype(np.uint8)
+
+
+def test_bake_keeps_face_colours_and_drops_clothing(capped):
+    from avatar_jax.fit.camera import project
+    from avatar_jax.model.head import landmarks
+    from avatar_jax.texture.bake import bake_plan, bake_texture
+
+    cm, caps = capped
+    cam = _camera(yaw=0.2)
+    verts = np.asarray(cm.neutral)
+    chin = np.asarray(landmarks(cm, cm.neutral))[8]
+    chin_row = int(np.asarray(project(cam, chin[None]))[0, 1])
+    image = _skin_photo(cm, cam, chin_row + 6)  # the shirt starts just below the chin
+    plan = bake_plan(cm, SIZE, np.arange(cm.num_vertices) >= caps.num_base)
+    diag = {}
+    tex = bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
+    assert tex.shape == (SIZE, SIZE, 3) and tex.dtype == np.uint8
+    np.testing.assert_allclose(diag["skin"], [0.8, 0.6, 0.5], atol=0.02)
+
+    # Per-texel surface height and depth at the texture size.
+    uv_full = uv_raster(cm, SIZE)
+    corners = np.asarray(cm.triangles)[np.maximum(np.asarray(uv_full.tri_id), 0)]
+    point = np.einsum("hwk,hwkd->hwd", np.asarray(uv_full.bary()), verts[corners])
+    covered = np.asarray(uv_full.inside)
+    face = covered & (np.abs(point[..., 0]) < 35) & (point[..., 1] > chin[1] + 30) & \
+        (point[..., 2] > 60)
+    neck = covered & (point[..., 1] < chin[1] - 5) & (point[..., 1] > chin[1] - 60) & \
+        (point[..., 2] > 0)
+    assert face.sum() > 500 and neck.sum() > 200
+    t = tex.astype(np.float32) / 255
+    # The face keeps the photo's colour exactly (no Poisson shift) ...
+    assert np.abs(t[face] - [0.8, 0.6, 0.5]).max(-1).mean() < 0.02
+    # ... and the shirt never reaches the neck: the fill there is skin, not blue.
+    # (A band about one half-resolution texel wide along the photo's skin/shirt edge may mix
+    # some blue; unrestricted, every neck texel the photo shows would be shirt-blue.)
+    assert np.mean(t[neck][:, 2] > 0.6) < 0.06 and np.abs(t[neck] - [0.8, 0.6, 0.5]).max(-1).mean() < 0.08
+    with pytest.raises(ValueError, match="uint8"):
+        bake_texture(image.astype(np.float32), verts, cam, cm, SIZE, plan=plan)
+    with pytest.raises(ValueError, match="verts"):
+        bake_texture(image, verts[:10], cam, cm, SIZE, plan=plan)

@@ -19,6 +19,7 @@ from avatar_jax.landmarks.api import detect_faces
 from avatar_jax.model import load_head_model
 from avatar_jax.reconstruct import _texture
 from avatar_jax.render.preview import render_mesh
+from avatar_jax.texture.caps import capped_model, extend_vertices
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("tom_cruise.jpg", "obama.jpg")
@@ -40,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--texture-size", type=int, default=1024)
     args = ap.parse_args(argv)
     model = load_head_model()
+    capped, caps = capped_model(model)  # what reconstruct exports: eye and mouth openings closed
     rows = []
     for name in PHOTOS:
         image = load_image(REPO / "examples" / name)
@@ -49,9 +51,10 @@ def main(argv=None):
         texture, _ = _texture(image, res, model, args.texture_size, {})
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
         tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
+        verts = extend_vertices(caps, res.vertices)
         for camera in views():
-            img = render_mesh(jnp.asarray(res.vertices), model.triangles, camera, (512, 512),
-                              texture=jnp.asarray(texture), uvs=model.uvs, triangle_uvs=model.triangle_uvs)
+            img = render_mesh(verts, capped.triangles, camera, (512, 512), texture=jnp.asarray(texture, jnp.float32) / 255.0,
+                              uvs=capped.uvs, triangle_uvs=capped.triangle_uvs)
             tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
         rows.append(np.concatenate(tiles, axis=1))
     width = max(r.shape[1] for r in rows)

@@ -239,3 +239,14 @@ def extend_vertices(caps: HoleCaps, verts) -> jnp.ndarray:
     if verts.shape[-2] != caps.num_base:
         raise ValueError(f"verts must have {caps.num_base} vertices, got shape {verts.shape}")
     return jnp.concatenate([verts, jnp.einsum("cv,...vd->...cd", caps.weights, verts)], -2)
+
+
+_CAPPED: dict[int, tuple] = {}
+
+
+def capped_model(model: HeadModel) -> tuple[HeadModel, HoleCaps]:
+    """:func:`cap_holes` of ``model``, computed once per model object and process."""
+    key = id(model)
+    if key not in _CAPPED or _CAPPED[key][2] is not model:
+        _CAPPED[key] = (*cap_holes(model), model)  # keep model alive: ids are not reused
+    return _CAPPED[key][:2]

@@ -182,11 +182,14 @@ def project_texture(image: jax.Array, verts_model: jax.Array, camera: Camera, mo
 
 def project_geometry(image_shape: tuple, verts_model: jax.Array, camera: Camera,
                      model: HeadModel, uv: UVRaster, vis_size: int = 512, depth_tol: float = 4.0,
-                     grazing: tuple[float, float] = (0.1, 0.4), soft_radius: int = 3):
+                     grazing: tuple[float, float] = (0.1, 0.4), soft_radius: int = 3,
+                     depth_slack: jax.Array | None = None):
     """Where each texel lands in the photo, and how well it is seen (traceable, unjitted).
 
     Same arguments as :func:`project_texture` except ``image_shape`` ``(H, W, ...)`` instead of
-    the image. Returns ``texel_px`` ``[S, S, 2]`` (x right, y down, pixels) and ``weight``
+    the image, plus ``depth_slack``: optional ``[V]`` extra depth tolerance (mm) per vertex,
+    interpolated over the texels. Hole caps sit a few mm behind their own eyelids and lips,
+    which would otherwise count as occluders wherever the opening is narrow. Returns ``texel_px`` ``[S, S, 2]`` (x right, y down, pixels) and ``weight``
     ``[S, S]`` in [0, 1].
     """
     if len(image_shape) != 3:
@@ -214,15 +217,16 @@ def project_geometry(image_shape: tuple, verts_model: jax.Array, camera: Camera,
 
     # Per texel: image position, depth and n.v interpolated affinely inside its triangle
     # (for triangles a few mm wide at >= 30 cm the perspective error is far below a pixel).
-    per_vertex = jnp.concatenate([px, depth_v[:, None], cos_v[:, None]], -1)  # [V, 4]
+    slack = jnp.zeros_like(depth_v) if depth_slack is None else jnp.asarray(depth_slack, jnp.float32)
+    per_vertex = jnp.concatenate([px, depth_v[:, None], cos_v[:, None], slack[:, None]], -1)
     # attrs = A_f @ (col, row, 1) with A_f = corner attrs^T @ texel_to_bary[f]: one row gather
     # per texel instead of reading barycentrics and three corners.
     affine = jnp.einsum("fkd,fkj->fdj", per_vertex[model.triangles], uv.texel_to_bary)
     s = uv.size
     rows, cols = jnp.meshgrid(jnp.arange(s, dtype=jnp.float32),
                               jnp.arange(s, dtype=jnp.float32), indexing="ij")
-    a = affine.reshape(-1, 12)[jnp.maximum(uv.tri_id, 0)].reshape(s, s, 4, 3)
-    attrs = a[..., 0] * cols[..., None] + a[..., 1] * rows[..., None] + a[..., 2]  # [S, S, 4]
+    a = affine.reshape(-1, 15)[jnp.maximum(uv.tri_id, 0)].reshape(s, s, 5, 3)
+    attrs = a[..., 0] * cols[..., None] + a[..., 1] * rows[..., None] + a[..., 2]  # [S, S, 5]
     texel_px, depth, cos_view = attrs[..., :2], attrs[..., 2], attrs[..., 3]
 
     q = jax.lax.stop_gradient((texel_px + 0.5) * scale - 0.5)
@@ -232,7 +236,7 @@ def project_geometry(image_shape: tuple, verts_model: jax.Array, camera: Camera,
     z = zflat[jnp.clip(qi[..., 1], 0, vis_h - 1) * vis_w + jnp.clip(qi[..., 0], 0, vis_w - 1)]
     d_sg = jax.lax.stop_gradient(depth)
     footprint = d_sg / (jax.lax.stop_gradient(camera.focal_px) * scale)  # mm per z-buffer px
-    tol = depth_tol + 3.0 * footprint * (1.0 + soft_radius)
+    tol = depth_tol + 3.0 * footprint * (1.0 + soft_radius) + jax.lax.stop_gradient(attrs[..., 4])
     passed = (d_sg[..., None] <= z + tol[..., None]) | ~in_vis[..., None]
     w_vis = passed[..., 0] * jnp.mean(passed[..., 1:].astype(jnp.float32), -1)
 

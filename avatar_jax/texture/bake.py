@@ -1,0 +1,299 @@
+"""Photo -> complete UV texture, fast at 2048² (the ``avatar-jax reconstruct`` path).
+
+Everything that varies slowly over the atlas is computed at half resolution ``L = S / 2``
+and only the photo's own detail is sampled at the full size ``S``:
+
+1. **Projection** (JAX, :func:`~avatar_jax.texture.project.project_geometry` at ``L``): for each
+   texel its photo position and how well it is seen (depth test, soft occlusion edges,
+   grazing angle).
+2. **Foreground restriction**: the photo is only trusted on the head. Texels below the
+   chin (:data:`NECK_RAMP_MM`) fade out, and texels below the nose tip must also look like the
+   person's skin: a chroma/luminance test (YCrCb) against robust statistics (median, MAD) of the
+   well-seen face core within :data:`CORE_RADIUS_MM` of the nose tip. Clothing, the tie,
+   the collar and the background behind the jaw and neck fail it. Hair on the scalp is kept;
+   the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
+   (``BakePlan.skin_exempt``) are not tested.
+3. **Mirror** (:func:`~avatar_jax.texture.complete.mirror_map` at ``L``): poorly seen
+   texels take the photo colour of their mirror texel where that one is better seen.
+   The foreground opacity ``alpha`` is a smoothstep of the combined weight, softened with a
+   normalised box blur (no ragged edges where the mirrored weight crosses the threshold).
+4. **Skin fill on the mesh** (seam-free Poisson): the rest of the head gets the median
+   visible skin colour, shaded darker on downward-facing surfaces (soft, low frequency), plus a
+   correction ``r`` that equals ``photo - skin`` at the vertices inside the foreground and is
+   a screened harmonic function of the mesh graph elsewhere (:func:`fill_vertex_colors`), so
+   the fill meets the photo without a seam and fades back to plain skin away from it.
+   Solving on the 3D vertices instead of the atlas means UV seams cannot show, and the
+   photo's colours are never shifted (the correction lives outside the foreground only).
+5. **Compose at S** (OpenCV): the photo positions, opacities and the fill are upsampled to
+   ``S`` (all piecewise linear or smooth over the atlas); the photo is resampled twice with
+   ``cv2.remap`` (own and mirrored positions) and blended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from avatar_jax.fit.camera import Camera
+from avatar_jax.model.head import HeadModel, landmarks, vertex_normals
+from avatar_jax.render.sample import bilinear_sample
+from avatar_jax.texture.complete import mirror_map
+from avatar_jax.texture.project import UVRaster, project_geometry, uv_raster
+
+NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
+CORE_RADIUS_MM = 50.0
+MOUTH_EXEMPT_MM = 28.0
+CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
+DEFAULT_SKIN = (0.78, 0.6, 0.5)
+FILL_DECAY_EDGES = 6.0  # the fill correction decays over ~6 mesh edges (~4 cm)
+
+
+@dataclasses.dataclass(frozen=True)
+class BakePlan:
+    """Per-model, per-size tables (host and device), built once by :func:`bake_plan`."""
+
+    size: int
+    uv_low: UVRaster
+    mirror_low: jax.Array  # [L, L] int32
+    vertex_texel: np.ndarray  # [V] flat index of each vertex's texel in the L grid
+    laplacian: sp.csr_matrix  # [V, V] graph Laplacian (uniform weights)
+    skin_exempt: jax.Array  # [V] bool, hole-cap vertices: no skin test, depth-test slack
+
+
+_PLANS: dict[tuple, BakePlan] = {}
+
+
+def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
+    """Tables for :func:`bake_texture` (cached per process; the heavy ones also on disk).
+
+    ``skin_exempt``: optional ``[V]`` bool of the hole-cap vertices: their texels skip the skin
+    test (eyes and teeth are not skin-coloured) and get :data:`CAP_DEPTH_SLACK_MM` of depth
+    tolerance (the cap sits behind its own lids and lips).
+    """
+    if size < 16 or size % 2:
+        raise ValueError(f"texture size must be an even number >= 16, got {size}")
+    exempt = np.zeros(model.num_vertices, bool) if skin_exempt is None else np.asarray(skin_exempt, bool)
+    if exempt.shape != (model.num_vertices,):
+        raise ValueError(f"skin_exempt must have shape ({model.num_vertices},), got {exempt.shape}")
+    key = (id(model), size, exempt.tobytes())
+    if key not in _PLANS:
+        low = size // 2
+        uv_low = uv_raster(model, low)
+        _PLANS[key] = BakePlan(size, uv_low, mirror_map(model, uv_low),
+                               _vertex_texels(model, low), _graph_laplacian(model),
+                               jnp.asarray(exempt))
+    return _PLANS[key]
+
+
+def _vertex_texels(model: HeadModel, size: int) -> np.ndarray:
+    """Flat texel index ``[V]`` of each vertex's first uv (original charts come first)."""
+    tris = np.asarray(model.triangles).ravel()
+    tuv = np.asarray(model.triangle_uvs).ravel()
+    first = np.full(model.num_vertices, -1)
+    order = np.arange(len(tris))[::-1]
+    first[tris[order]] = tuv[order]  # last write wins: the first occurrence
+    uv = np.asarray(model.uvs)[np.maximum(first, 0)]
+    col = np.clip(np.floor(uv[:, 0] * size), 0, size - 1).astype(np.int64)
+    row = np.clip(np.floor((1.0 - uv[:, 1]) * size), 0, size - 1).astype(np.int64)
+    return row * size + col
+
+
+def _graph_laplacian(model: HeadModel) -> sp.csr_matrix:
+    tris = np.asarray(model.triangles)
+    e = np.unique(np.sort(tris[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), 1), axis=0)
+    n = model.num_vertices
+    adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
+                        shape=(n, n)).tocsr()
+    return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
+
+
+def _smoothstep(x):
+    x = jnp.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _ycrcb(rgb):
+    y = rgb @ jnp.array([0.299, 0.587, 0.114])
+    return y, 0.713 * (rgb[..., 0] - y), 0.564 * (rgb[..., 2] - y)
+
+
+def _robust(x, ok):
+    """Median and 1.4826 * MAD of ``x`` over ``ok`` (fixed shapes: NaN-masked)."""
+    xm = jnp.where(ok, x, jnp.nan)
+    med = jnp.nanmedian(xm)
+    return med, 1.4826 * jnp.nanmedian(jnp.abs(xm - med))
+
+
+@functools.partial(jax.jit, static_argnames=("image_shape",))
+def _foreground(image, verts, camera, model, uv, mirror, exempt, image_shape):
+    """Low-resolution foreground: photo positions, blend coefficients, colours, skin colour."""
+    del image_shape  # static copy of image.shape (keys the compilation, documents intent)
+    pos, weight = project_geometry(image.shape, verts, camera, model, uv,
+                                   depth_slack=exempt * CAP_DEPTH_SLACK_MM)
+    color = bilinear_sample(image, pos)  # [L, L, 3]
+    tri = jnp.maximum(uv.tri_id, 0)
+    corners = model.triangles[tri]  # [L, L, 3]
+    bary = uv.bary()
+
+    # Region prior per vertex: the chin (landmark 8), the nose tip and the mouth centre (inner
+    # lip midpoints 62, 66) set the levels.
+    lms = landmarks(model, verts)
+    y = verts[:, 1]
+    lo, hi = NECK_RAMP_MM
+    neck = _smoothstep((y - (lms[8, 1] - hi)) / (hi - lo))
+    mouth = 0.5 * (lms[62] + lms[66])
+    lower = ((y < verts[model.nose_tip, 1]) & ~exempt &
+             (jnp.linalg.norm(verts - mouth, axis=-1) > MOUTH_EXEMPT_MM)).astype(jnp.float32)
+    core = (jnp.linalg.norm(verts - verts[model.nose_tip], axis=-1) < CORE_RADIUS_MM)
+    core = (core & model.face_mask).astype(jnp.float32)
+    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core], -1)[corners])
+    neck_t, lower_t, core_t = per_texel[..., 0], per_texel[..., 1] > 0.5, per_texel[..., 2] > 0.99
+
+    # Skin statistics on a strided subset of the well-seen face core.
+    sub = (slice(None, None, 4), slice(None, None, 4))
+    yy, cr, cb = _ycrcb(color[sub])
+    ok = core_t[sub] & (weight[sub] > 0.8)
+    stats = [_robust(c, ok) for c in (yy, cr, cb)]
+    (my, _), (mcr, scr), (mcb, scb) = stats
+    skin_rgb = jnp.stack([jnp.nanmedian(jnp.where(ok, color[sub][..., k], jnp.nan))
+                          for k in range(3)])
+    enough = jnp.sum(ok) >= 64
+    yt, crt, cbt = _ycrcb(color)
+    d = jnp.hypot((crt - mcr) / jnp.maximum(3.0 * scr, 0.02),
+                  (cbt - mcb) / jnp.maximum(3.0 * scb, 0.02))
+    skin = _smoothstep(2.0 - d) * _smoothstep((yt / jnp.maximum(my, 1e-3) - 0.3) / 0.25)
+    skin = jnp.where(enough, skin, 1.0)
+    w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
+
+    # Mirror fill: convex combination, well-seen texels keep their own colour.
+    size = w.shape[0]
+    idx = jnp.maximum(mirror, 0).ravel()
+    w_m = jnp.where(mirror >= 0, w.ravel()[idx].reshape(size, size), 0.0)
+    pos_m = pos.reshape(-1, 2)[idx].reshape(pos.shape)
+    color_m = color.reshape(-1, 3)[idx].reshape(color.shape)
+    a, b = w, (1.0 - w) * w_m
+    total = a + b
+    fg = (a[..., None] * color + b[..., None] * color_m) / jnp.maximum(total, 1e-6)[..., None]
+    alpha = _smoothstep((total - 0.3) / 0.5) * uv.covered
+    return dict(pos=pos, pos_m=pos_m, a=a, b=b, total=total, alpha=alpha, fg=fg,
+                skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
+                normals_y=vertex_normals(verts, model.triangles)[:, 1])
+
+
+def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
+    """``min(alpha, box-blurred alpha)``, the blur normalised over covered texels only."""
+    k = (2 * radius + 1,) * 2
+    cov = covered.astype(np.float32)
+    blurred = cv2.blur(alpha * cov, k) / np.maximum(cv2.blur(cov, k), 1e-6)
+    return np.minimum(alpha, blurred)
+
+
+def fill_vertex_colors(laplacian: sp.csr_matrix, known: np.ndarray, values: np.ndarray,
+                       decay_edges: float = FILL_DECAY_EDGES) -> np.ndarray:
+    """Screened harmonic extension of per-vertex ``values`` ``[V, C]`` from ``known`` ``[V]``.
+
+    Solves ``(L + I / decay_edges²) x = 0`` on the unknown vertices with ``x = values`` on the
+    known ones (L = graph Laplacian): smooth, equal to the data at the border of the known
+    set, and decaying to 0 over about ``decay_edges`` edges away from it.
+    """
+    known = np.asarray(known, bool)
+    x = np.where(known[:, None], values, 0.0)
+    unknown = ~known
+    if not known.any() or not unknown.any():
+        return x
+    a = laplacian[unknown][:, unknown] + sp.identity(int(unknown.sum())) / decay_edges ** 2
+    rhs = -(laplacian[unknown][:, known] @ x[known])
+    x[unknown] = spla.splu(a.tocsc()).solve(np.ascontiguousarray(rhs))
+    return x
+
+
+@jax.jit
+def _interpolate(values, uv, triangles):
+    """Per-vertex ``values`` ``[V, C]`` -> texels ``[L, L, C]`` by barycentric interpolation."""
+    corners = triangles[jnp.maximum(uv.tri_id, 0)]
+    return jnp.einsum("hwk,hwkc->hwc", uv.bary(), values[corners])
+
+
+def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 2048, *,
+                 plan: BakePlan | None = None, diagnostics: dict | None = None) -> np.ndarray:
+    """Complete ``[S, S, 3]`` uint8 RGB texture for a fitted head seen in a photo.
+
+    Args:
+      image: ``[H, W, 3]`` uint8 RGB photo.
+      verts: ``[V, 3]`` fitted mesh in the model frame (mm), e.g. with hole caps
+        (:func:`avatar_jax.texture.caps.extend_vertices`).
+      camera: the fitted camera (unbatched).
+      model: the head model matching ``verts`` (e.g. ``cap_holes(model)[0]``).
+      size: texture side S (even).
+      plan: :func:`bake_plan` of ``(model, size)`` (built on first use otherwise).
+      diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
+        maps, the ``skin`` colour and per-stage wall ``timings`` (seconds: ``project``,
+        ``fill``, ``compose``).
+    """
+    t0 = time.perf_counter()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    if np.shape(verts) != tuple(model.neutral.shape):
+        raise ValueError(f"verts must have shape {tuple(model.neutral.shape)}, "
+                         f"got {np.shape(verts)}")
+    plan = plan or bake_plan(model, size)
+    if plan.size != size:
+        raise ValueError(f"plan is for size {plan.size}, not {size}")
+    low = plan.uv_low
+    image_f = jnp.asarray(image, jnp.float32) / 255.0
+    out = _foreground(image_f, jnp.asarray(verts, jnp.float32), camera, model, low,
+                      plan.mirror_low, plan.skin_exempt, image.shape)
+    out = {k: np.asarray(v) for k, v in out.items()}
+    t1 = time.perf_counter()
+    covered = np.asarray(low.covered)
+    alpha = _soften(out["alpha"], covered, radius=2)
+
+    # Skin fill on the mesh: known where the vertex's neighbourhood is foreground.
+    skin = out["skin"].astype(np.float64)
+    shade = 1.0 - 0.15 * np.clip(-out["normals_y"], 0.0, 1.0)  # downward-facing: darker
+    base = shade[:, None] * skin[None]
+    k = (5, 5)
+    cov = covered.astype(np.float32)
+    alpha_v = (cv2.blur(alpha * cov, k) / np.maximum(cv2.blur(cov, k), 1e-6)).ravel()
+    fg_v = (cv2.blur(out["fg"] * (alpha * cov)[..., None], k)
+            / np.maximum(cv2.blur(alpha * cov, k), 1e-6)[..., None]).reshape(-1, 3)
+    known = alpha_v[plan.vertex_texel] > 0.9
+    offset = fill_vertex_colors(plan.laplacian, known, fg_v[plan.vertex_texel] - base)
+    fill = np.asarray(_interpolate(jnp.asarray(base + offset, jnp.float32), low,
+                                   model.triangles))
+    c_own = alpha * out["a"] / np.maximum(out["total"], 1e-6)
+    c_mir = alpha * out["b"] / np.maximum(out["total"], 1e-6)
+    t2 = time.perf_counter()
+    texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill)
+    if diagnostics is not None:
+        diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"],
+                           timings={"project": t1 - t0, "fill": t2 - t1,
+                                    "compose": time.perf_counter() - t2})
+    return texture
+
+
+def _compose(image, size, pos, pos_m, c_own, c_mir, fill) -> np.ndarray:
+    """Full-size uint8 blend ``c_own * photo(pos) + c_mir * photo(pos_m) + rest * fill``."""
+    up = functools.partial(cv2.resize, dsize=(size, size), interpolation=cv2.INTER_LINEAR)
+    maps = up(np.concatenate([pos, pos_m], -1).astype(np.float32))
+    coef = up(np.stack([c_own, c_mir], -1).astype(np.float32))
+    own = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    mir = cv2.remap(image, maps[..., 2], maps[..., 3], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    fill_u8 = up(np.clip(fill * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    # blendLinear normalises by the weight sum: first the photo's own/mirrored mix, then that
+    # against the skin fill with weights alpha = c_own + c_mir and 1 - alpha.
+    c0, c1 = np.ascontiguousarray(coef[..., 0]), np.ascontiguousarray(coef[..., 1])
+    alpha = c0 + c1
+    fg = cv2.blendLinear(own, mir, c0, c1)
+    return cv2.blendLinear(fg, fill_u8, alpha, np.clip(1.0 - alpha, 0.0, 1.0))
