@@ -54,7 +54,8 @@ def main(argv=None):
         verts = extend_vertices(caps, res.vertices)
         for camera in views():
             img = render_mesh(verts, capped.triangles, camera, (512, 512), texture=jnp.asarray(texture, jnp.float32) / 255.0,
-                              uvs=capped.uvs, triangle_uvs=capped.triangle_uvs)
+                              uvs=capped.uvs, triangle_uvs=capped.triangle_uvs,
+                              ambient=0.7)  # the texture already holds the photo's shading
             tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
         rows.append(np.concatenate(tiles, axis=1))
     width = max(r.shape[1] for r in rows)

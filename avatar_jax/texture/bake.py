@@ -167,9 +167,13 @@ def _foreground(image, verts, camera, model, uv, mirror, exempt, image_shape):
                           for k in range(3)])
     enough = jnp.sum(ok) >= 64
     yt, crt, cbt = _ycrcb(color)
-    d = jnp.hypot((crt - mcr) / jnp.maximum(3.0 * scr, 0.02),
-                  (cbt - mcb) / jnp.maximum(3.0 * scb, 0.02))
-    skin = _smoothstep(2.0 - d) * _smoothstep((yt / jnp.maximum(my, 1e-3) - 0.3) / 0.25)
+    # Chroma distance in units of 2.5 robust sigmas: full pass up to 1, none beyond 1.8.
+    # Luminance within [0.35, 1.6] x the median: dark suits and hair, white collars fail.
+    d = jnp.hypot((crt - mcr) / jnp.maximum(2.5 * scr, 0.015),
+                  (cbt - mcb) / jnp.maximum(2.5 * scb, 0.015))
+    ratio = yt / jnp.maximum(my, 1e-3)
+    skin = (_smoothstep((1.8 - d) / 0.8) * _smoothstep((ratio - 0.3) / 0.2)
+            * _smoothstep((1.8 - ratio) / 0.3))
     skin = jnp.where(enough, skin, 1.0)
     w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
 

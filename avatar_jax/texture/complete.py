@@ -17,11 +17,11 @@ Pipeline (:func:`complete_texture`):
    so there is no seam.
 
 Eye and mouth openings: the low-poly mesh (like ICT-FaceKit's skin) has no eyeballs, mouth
-socket or teeth; the eyes and mouth are holes in the mesh and in the UV charts, so no texel
-belongs to them. The texels of the eyelid rims and inner lips get the photo's colours (dark
-lash line, lip colour). In a viewer the openings show the inside of the head (the exported
-materials are double-sided, so that is the back-of-head texture seen from inside, in shade);
-there is no closed-lid fill.
+socket or teeth; the eyes and mouth are holes in the mesh. ``avatar-jax reconstruct`` closes
+them with :mod:`avatar_jax.texture.caps` (own UV islands, the photo's eyes and teeth projected
+onto them) and bakes the texture with :func:`avatar_jax.texture.bake.bake_texture`, which
+restricts the photo to the head's skin and fills the rest on the mesh (no atlas seams). This
+module stays the generic image-space path (any background texture, e.g. a library texture).
 """
 
 from __future__ import annotations
