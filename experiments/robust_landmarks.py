@@ -36,8 +36,11 @@ def main(argv=None):
         lm[i, idx] += args.offset * rng.normal(size=(args.outliers, 2)) / np.sqrt(2)
     print(f"{args.images} synthetic heads, {args.outliers} landmarks each moved by ~{args.offset:.0f} px")
     print("| El kernel | inlier reproj. px | rotation error deg (mean / max) |\n|---|---|---|")
-    for name, cfg in (("squared (paper)", FitConfig()),
-                      ("Geman-McClure, scale 5 px", FitConfig(landmark_kernel=GemanMcClure(5.0)))):
+    gm = GemanMcClure(5.0)
+    for name, cfg in (("squared, Gauss-Newton (paper)", FitConfig(method="gauss_newton")),
+                      ("squared, Levenberg-Marquardt (default)", FitConfig()),
+                      ("Geman-McClure 5 px, Gauss-Newton", FitConfig(landmark_kernel=gm, method="gauss_newton")),
+                      ("Geman-McClure 5 px, Levenberg-Marquardt", FitConfig(landmark_kernel=gm))):
         res = fit(lm, batch.image_sizes, config=cfg, model=model)
         err = np.linalg.norm(np.asarray(res.landmarks2d) - batch.clean_landmarks, axis=-1)
         rot = np.asarray(synthetic.rotation_error_deg(res.camera.rotvec, batch.camera.rotvec))

@@ -62,8 +62,12 @@ class FitConfig:
     # would cost 100x a 1 px landmark error) and act as intended in cm, ICT-FaceKit's native unit.
     length_unit_mm: float = 10.0
     iterations: int = 5
-    method: str = "gauss_newton"  # or "levenberg_marquardt" (damping on the pose block)
-    initial_damping: float = 1e-3
+    # "levenberg_marquardt" (default) starts undamped: while steps lower the energy it takes
+    # exactly the paper's Gauss-Newton steps; a step that raises it is rejected and the pose
+    # block damped (measured: plain GN diverged on 1 of 256 synthetic heads at 58 deg yaw).
+    # "gauss_newton" takes every finite step, as the paper.
+    method: str = "levenberg_marquardt"
+    initial_damping: float = 0.0
     use_corrective: bool = True  # per-vertex corrective field dP (the paper's full energy)
     fit_identity: bool = True  # fit alpha jointly when no base shape is given
     lagged_expression: bool = True  # Ec uses beta^{t-1} as in the paper (else beta itself)

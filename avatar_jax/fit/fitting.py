@@ -17,8 +17,9 @@ against a dense solve of the full normal equations on the real model. The full `
 mesh) is rebuilt once at the end: ``x = xbar(z) + W lam``.
 
 Each iteration also re-picks the jaw-contour points (silhouette under the current pose) and
-freezes beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` damps the camera
-block and accepts a step only if it lowers the energy of the iteration (same contour, same lag).
+freezes beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` (default) accepts a
+step only if it lowers the energy of the iteration (same contour, same lag) and otherwise damps
+the camera block; starting undamped, it equals the paper's Gauss-Newton while steps succeed.
 """
 
 from __future__ import annotations
@@ -293,7 +294,7 @@ def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State)
         before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
                   + _state_prior_cost(ops, state, lag))
         accept = finite & (after <= before)
-        damping = jnp.where(accept, state.damping * 0.3, state.damping * 5.0)
+        damping = jnp.where(accept, state.damping * 0.3, jnp.maximum(state.damping * 5.0, 1e-3))
     else:  # Gauss-Newton takes every finite step; its "before" is not needed, so not computed
         before = jnp.asarray(jnp.nan, after.dtype)
         accept = finite
