@@ -1,4 +1,5 @@
-"""Render avatars reconstructed from the bundled photos for the README (front + three-quarter).
+"""Render avatars reconstructed from the bundled photos for the README (front + three-quarter),
+and their baked UV textures side by side (docs/texture_atlas.png).
 
     python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
 """
@@ -42,13 +43,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     model = load_head_model()
     capped, caps = capped_model(model)  # what reconstruct exports: eye and mouth openings closed
-    rows = []
+    rows, atlases = [], []
     for name in PHOTOS:
         image = load_image(REPO / "examples" / name)
         face = detect_faces(image, max_faces=1, small_faces=False)[0]
         res = fit(face.landmarks68[None], np.array([image.shape[:2]], np.float32), model=model)
         res = __import__("jax").tree.map(lambda a: np.asarray(a)[0], res)
         texture, _ = _texture(image, res, model, args.texture_size, {})
+        atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
         tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
         verts = extend_vertices(caps, res.vertices)
@@ -63,6 +65,9 @@ def main(argv=None):
     path = Path(args.out) / "avatars.png"
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     print(f"wrote {path}")
+    atlas = Path(args.out) / "texture_atlas.png"  # the baked UV textures (caps: top islands)
+    cv2.imwrite(str(atlas), cv2.cvtColor(np.concatenate(atlases, 1), cv2.COLOR_RGB2BGR))
+    print(f"wrote {atlas}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Photo -> complete UV texture, fast at 2048² (the ``avatar-jax reconstruct`` path).
 
-Everything that varies slowly over the atlas is computed at half resolution ``L = S / 2``
+Everything that varies slowly over the atlas is computed at half resolution ``L = ceil(S / 2)``
 and only the photo's own detail is sampled at the full size ``S``:
 
 1. **Projection** (JAX, :func:`~avatar_jax.texture.project.project_geometry` at ``L``): for each
@@ -68,7 +68,7 @@ class BakePlan:
     skin_exempt: jax.Array  # [V] bool, hole-cap vertices: no skin test, depth-test slack
 
 
-_PLANS: dict[tuple, BakePlan] = {}
+_PLANS: dict[tuple, tuple[HeadModel, BakePlan]] = {}
 
 
 def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
@@ -78,19 +78,19 @@ def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
     test (eyes and teeth are not skin-coloured) and get :data:`CAP_DEPTH_SLACK_MM` of depth
     tolerance (the cap sits behind its own lids and lips).
     """
-    if size < 16 or size % 2:
-        raise ValueError(f"texture size must be an even number >= 16, got {size}")
+    if size < 16:
+        raise ValueError(f"texture size must be >= 16, got {size}")
     exempt = np.zeros(model.num_vertices, bool) if skin_exempt is None else np.asarray(skin_exempt, bool)
     if exempt.shape != (model.num_vertices,):
         raise ValueError(f"skin_exempt must have shape ({model.num_vertices},), got {exempt.shape}")
     key = (id(model), size, exempt.tobytes())
-    if key not in _PLANS:
-        low = size // 2
+    if key not in _PLANS or _PLANS[key][0] is not model:  # ids of dead models are reused
+        low = (size + 1) // 2
         uv_low = uv_raster(model, low)
-        _PLANS[key] = BakePlan(size, uv_low, mirror_map(model, uv_low),
-                               _vertex_texels(model, low), _graph_laplacian(model),
-                               jnp.asarray(exempt))
-    return _PLANS[key]
+        _PLANS[key] = (model, BakePlan(size, uv_low, mirror_map(model, uv_low),
+                                       _vertex_texels(model, low), _graph_laplacian(model),
+                                       jnp.asarray(exempt)))
+    return _PLANS[key][1]
 
 
 def _vertex_texels(model: HeadModel, size: int) -> np.ndarray:
@@ -236,7 +236,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
         (:func:`avatar_jax.texture.caps.extend_vertices`).
       camera: the fitted camera (unbatched).
       model: the head model matching ``verts`` (e.g. ``cap_holes(model)[0]``).
-      size: texture side S (even).
+      size: texture side S (>= 16).
       plan: :func:`bake_plan` of ``(model, size)`` (built on first use otherwise).
       diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
         maps, the ``skin`` colour and per-stage wall ``timings`` (seconds: ``project``,
