@@ -5,7 +5,8 @@ and only the photo's own detail is sampled at the full size ``S``:
 
 1. **Projection** (JAX, :func:`~avatar_jax.texture.project.project_geometry` at ``L``): for each
    texel its photo position and how well it is seen (depth test, soft occlusion edges,
-   grazing angle).
+   grazing angle). The photo is padded to a multiple of :data:`PAD_TO` pixels, so photos of
+   similar sizes share one compilation.
 2. **Foreground restriction**: the photo is only trusted on the head. Texels below the
    chin (:data:`NECK_RAMP_MM`) fade out, and texels below the nose tip must also look like the
    person's skin: a chroma/luminance test (YCrCb) against robust statistics (median, MAD) of the
@@ -51,6 +52,7 @@ from avatar_jax.texture.project import UVRaster, project_geometry, uv_raster
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
 MOUTH_EXEMPT_MM = 28.0
+PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
 DEFAULT_SKIN = (0.78, 0.6, 0.5)
 FILL_DECAY_EDGES = 6.0  # the fill correction decays over ~6 mesh edges (~4 cm)
@@ -132,12 +134,17 @@ def _robust(x, ok):
     return med, 1.4826 * jnp.nanmedian(jnp.abs(xm - med))
 
 
-@functools.partial(jax.jit, static_argnames=("image_shape",))
-def _foreground(image, verts, camera, model, uv, mirror, exempt, image_shape):
-    """Low-resolution foreground: photo positions, blend coefficients, colours, skin colour."""
-    del image_shape  # static copy of image.shape (keys the compilation, documents intent)
+@jax.jit
+def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
+    """Low-resolution foreground: photo positions, blend coefficients, colours, skin colour.
+
+    ``image`` is padded at the bottom/right to a bucket shape (one compilation per bucket, not
+    per photo size); ``true_hw`` ``[2]`` is the photo's real size, outside which nothing is seen.
+    """
     pos, weight = project_geometry(image.shape, verts, camera, model, uv,
                                    depth_slack=exempt * CAP_DEPTH_SLACK_MM)
+    inside = ((pos[..., 0] <= true_hw[1] - 1.0) & (pos[..., 1] <= true_hw[0] - 1.0))
+    weight = jnp.where(inside, weight, 0.0)
     color = bilinear_sample(image, pos)  # [L, L, 3]
     tri = jnp.maximum(uv.tri_id, 0)
     corners = model.triangles[tri]  # [L, L, 3]
@@ -253,9 +260,12 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     if plan.size != size:
         raise ValueError(f"plan is for size {plan.size}, not {size}")
     low = plan.uv_low
-    image_f = jnp.asarray(image, jnp.float32) / 255.0
-    out = _foreground(image_f, jnp.asarray(verts, jnp.float32), camera, model, low,
-                      plan.mirror_low, plan.skin_exempt, image.shape)
+    h, w = image.shape[:2]
+    bucket = (-h % PAD_TO, -w % PAD_TO)
+    padded = cv2.copyMakeBorder(image, 0, bucket[0], 0, bucket[1], cv2.BORDER_REPLICATE)
+    image_f = jnp.asarray(padded, jnp.float32) / 255.0
+    out = _foreground(image_f, jnp.asarray([h, w], jnp.float32), jnp.asarray(verts, jnp.float32),
+                      camera, model, low, plan.mirror_low, plan.skin_exempt)
     out = {k: np.asarray(v) for k, v in out.items()}
     t1 = time.perf_counter()
     covered = np.asarray(low.covered)
