@@ -39,6 +39,8 @@ class LabelledFace:
 
     ``detected``/``fitted``/``fit_to_labels`` are ``[68, 2]`` or None; the NMEs are fractions
     (NaN when the points are missing); ``status`` is "ok", "no face" or a fit status name.
+    ``reprojection_px``: mean pixel distance of the fit to the detected points from them (a
+    diverged fit shows here even when its status is "ok").
     """
 
     name: str
@@ -52,6 +54,7 @@ class LabelledFace:
     nme_fitted: float = float("nan")
     nme_fit_to_labels: float = float("nan")
     status: str = "ok"
+    reprojection_px: float = float("nan")
 
 
 @dataclasses.dataclass
@@ -164,6 +167,7 @@ def run_landmark_suite(data_dir: str | Path, config=None, names=None, model=None
     for j, i in enumerate(found):
         status = int(to_detected.status[j])
         faces[i].status = STATUS_NAMES[status]
+        faces[i].reprojection_px = float(to_detected.reprojection_error[j])
         if status == 0:
             faces[i].fitted = np.asarray(to_detected.landmarks2d[j])
             faces[i].nme_fitted = _nme(faces[i].fitted, faces[i].labels)

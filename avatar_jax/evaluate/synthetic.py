@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -85,17 +86,19 @@ class OutOfSpaceBatch:
 
 
 def smooth_displacement(model: HeadModel, key, verts: jax.Array, num_bumps: int = 4,
-                        radius_mm=(20.0, 40.0), amplitude_mm=(2.0, 5.0)) -> jax.Array:
+                        radius_mm=(20.0, 40.0), amplitude_mm=(2.0, 5.0), face_ids=None) -> jax.Array:
     """Random smooth out-of-space displacement ``[n, V, 3]`` for heads ``verts`` ``[n, V, 3]``.
 
     Sum of ``num_bumps`` Gaussian bumps along each head's vertex normals (see the module
-    docstring); centres on face-region vertices, radius and |amplitude| uniform in the ranges.
+    docstring); centres on face-region vertices (``face_ids`` ``[F]``, default: those of
+    ``model.face_mask``; pass them to call this under ``jit``), radius and |amplitude| uniform in
+    the ranges.
     """
     verts = jnp.asarray(verts, jnp.float32)
     if verts.ndim != 3 or verts.shape[1:] != model.neutral.shape:
         raise ValueError(f"smooth_displacement: verts must be [n, {model.num_vertices}, 3], got {verts.shape}")
     n = verts.shape[0]
-    face_ids = jnp.flatnonzero(np.asarray(model.face_mask))
+    face_ids = jnp.flatnonzero(np.asarray(model.face_mask)) if face_ids is None else face_ids
     kc, kr, ka, ks = jax.random.split(key, 4)
     centre_ids = face_ids[jax.random.randint(kc, (n, num_bumps), 0, face_ids.shape[0])]
     radius = jax.random.uniform(kr, (n, num_bumps), minval=radius_mm[0], maxval=radius_mm[1])
@@ -120,9 +123,18 @@ def out_of_space_heads(model: HeadModel, key, n: int, noise_levels=NOISE_LEVELS,
     levels = jnp.atleast_1d(jnp.asarray(noise_levels, jnp.float32))
     if levels.ndim != 1 or bool(jnp.any(levels < 0)):
         raise ValueError(f"out_of_space_heads: noise_levels must be non-negative scalars, got {noise_levels}")
+    face_ids = jnp.asarray(np.flatnonzero(np.asarray(model.face_mask)))
+    return _out_of_space_heads(model, key, levels, face_ids, n, num_bumps, tuple(radius_mm),
+                               tuple(amplitude_mm), tuple(sorted(sample_kwargs.items())))
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _out_of_space_heads(model, key, levels, face_ids, n, num_bumps, radius_mm, amplitude_mm,
+                        sample_kwargs) -> OutOfSpaceBatch:
     k_heads, k_deform, k_noise = jax.random.split(key, 3)
-    base = fit_synthetic.sample(model, k_heads, n, noise_px=0.0, **sample_kwargs)
-    disp = smooth_displacement(model, k_deform, base.vertices, num_bumps, radius_mm, amplitude_mm)
+    base = fit_synthetic.sample(model, k_heads, n, noise_px=0.0, **dict(sample_kwargs))
+    disp = smooth_displacement(model, k_deform, base.vertices, num_bumps, radius_mm, amplitude_mm,
+                               face_ids)
     verts = base.vertices + disp
     pts = jax.vmap(lambda v, c: fit_synthetic.silhouette_landmarks(model, v, c))(verts, base.camera)
     clean = jax.vmap(cam.project)(base.camera, pts)
@@ -147,8 +159,8 @@ def representation_residual(model: HeadModel, verts) -> np.ndarray:
                             np.asarray(model.expression_basis, np.float64)]).reshape(
         model.num_identity + model.num_expression, -1).T  # [3V, K]
     target = (verts - np.asarray(model.neutral, np.float64)).reshape(verts.shape[0], -1).T  # [3V, n]
-    coeffs, *_ = np.linalg.lstsq(basis, target, rcond=None)
-    residual = (target - basis @ coeffs).T.reshape(verts.shape)
+    q, _ = np.linalg.qr(basis)  # orthonormal basis of the span (full column rank)
+    residual = (target - q @ (q.T @ target)).T.reshape(verts.shape)
     return np.sqrt(np.mean(np.sum(residual**2, -1), -1))
 
 
@@ -176,7 +188,7 @@ class SyntheticResults:
       methods: the M method names that ran; ``skipped``: method -> reason for those that did not.
       noise_levels ``[L]``, distances ``[D]``, yaw_deg ``[n]``.
       armse: ``[M, L, n, D]`` mm (NaN where a fit failed). reprojection_error ``[M, L, n]`` px.
-      status: ``[M, L, n]`` fit status (0 ok; eos: 0, or 1 if its mesh was non-finite).
+      status: ``[M, L, n]`` fit status (0 ok; eos: 0, or 1 if it raised or its mesh was non-finite).
       residual_mm: ``[n]`` RMS distance of each true mesh to the model's linear span.
       displacement_mm: ``[n]`` RMS length of the applied deformation.
       fit_seconds: method -> wall time of all its fits (incl. compilation for ours).
@@ -236,7 +248,11 @@ def _fit_eos(eos_peer, model, batch: OutOfSpaceBatch, progress):
     status = np.zeros((levels, n), np.int32)
     lms, sizes = np.asarray(batch.landmarks), np.asarray(batch.image_sizes)
     for li, i in progress([(li, i) for li in range(levels) for i in range(n)], "eos-py fits"):
-        out = eos_peer.eos_fit(bundle, lms[li, i], (int(sizes[i, 0]), int(sizes[i, 1])))
+        try:
+            out = eos_peer.eos_fit(bundle, lms[li, i], (int(sizes[i, 0]), int(sizes[i, 1])))
+        except RuntimeError:  # eos's C++ exceptions: count as a failed fit, keep the run going
+            status[li, i] = 1
+            continue
         ok = np.all(np.isfinite(out["vertices"]))
         verts[li, i] = out["vertices"] if ok else np.nan
         reproj[li, i] = out["reprojection_error"]
