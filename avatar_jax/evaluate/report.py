@@ -81,7 +81,8 @@ def _synthetic_items(res) -> list[dict]:
 
 
 def plot_armse_vs_d(res, path: str | Path) -> Path:
-    """Mean ARMSE (+- 1 std band) vs d, one line per method, one panel per noise level."""
+    """Mean ARMSE vs d (band: 25-75th percentile over heads), one line per method, one panel per
+    noise level."""
     plt = _plt()
     levels = len(res.noise_levels)
     fig, axes = plt.subplots(1, levels, figsize=(3.6 * levels, 3.4), sharey=True, squeeze=False)
@@ -90,10 +91,10 @@ def plot_armse_vs_d(res, path: str | Path) -> Path:
             a = res.armse[mi, li]
             if not np.isfinite(a).any():
                 continue
-            mean, std = np.nanmean(a, 0), np.nanstd(a, 0)
             colour = _COLOURS.get(method)
-            ax.plot(res.distances, mean, "o-", color=colour, label=method)
-            ax.fill_between(res.distances, mean - std, mean + std, color=colour, alpha=0.12)
+            ax.plot(res.distances, np.nanmean(a, 0), "o-", color=colour, label=method)
+            lo, hi = np.nanpercentile(a, [25, 75], axis=0)
+            ax.fill_between(res.distances, lo, hi, color=colour, alpha=0.12)
         ax.set_title(f"landmark noise {res.noise_levels[li]:g} px")
         ax.set_xlabel("crop distance d (mm)")
         ax.set_xticks(res.distances)
@@ -101,7 +102,7 @@ def plot_armse_vs_d(res, path: str | Path) -> Path:
     axes[0, 0].set_ylabel("ARMSE (mm)")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"Synthetic heads (n = {res.armse.shape[2]}, out-of-space deformed, yaw "
-                 f"±{res.config['yaw_deg']:g}°): mean ± std", fontsize=10)
+                 f"±{res.config['yaw_deg']:g}°): mean, band = 25-75th percentile", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -198,7 +199,8 @@ def plot_error_heatmap(res, triangles, path: str | Path, size: int = 360) -> Pat
 
 def synthetic_markdown(res, summary: dict, image_prefix: str) -> str:
     ds = res.distances
-    head = "| method | noise (px) | " + " | ".join(f"d = {d:g} mm" for d in ds) + " | reproj. (px) | failed |"
+    head = ("| method | noise (px) | " + " | ".join(f"d = {d:g} mm" for d in ds)
+            + f" | median, d = {ds[-1]:g} | reproj. (px) | failed |")
     lines = [
         "## Synthetic benchmark (ground truth)", "",
         f"{res.armse.shape[2]} heads sampled from the model's identity and expression spaces "
@@ -209,10 +211,11 @@ def synthetic_markdown(res, summary: dict, image_prefix: str) -> str:
         f"pitch ±{res.config['pitch_deg']:g}°, roll ±{res.config['roll_deg']:g}°, landmarks projected "
         "from the deformed mesh (jaw on its silhouette) plus Gaussian noise. ARMSE in mm, mean ± std "
         "over heads (3DFAW protocol: 7-point + ICP alignment, nose-tip crops).", "",
-        head, "|" + "---|" * (len(ds) + 4)]
+        head, "|" + "---|" * (len(ds) + 5)]
     for row in summary["rows"]:
-        cells = (["n/a"] * len(ds) if row["armse_mean"] is None else
-                 [f"{m:.2f} ± {s:.2f}" for m, s in zip(row["armse_mean"], row["armse_std"])])
+        cells = (["n/a"] * (len(ds) + 1) if row["armse_mean"] is None else
+                 [f"{m:.2f} ± {s:.2f}" for m, s in zip(row["armse_mean"], row["armse_std"])]
+                 + [f"{row['armse_median'][-1]:.2f}"])
         rp = row["reprojection_px_mean"]
         lines.append(f"| {row['method']} | {row['noise_px']:g} | " + " | ".join(cells)
                      + f" | {'n/a' if rp is None else f'{rp:.2f}'} | {row['failed']}/{row['heads']} |")
@@ -273,7 +276,7 @@ def plot_landmark_overlays(res, path: str | Path, panel: int = 320) -> Path:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
