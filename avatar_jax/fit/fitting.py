@@ -43,7 +43,9 @@ from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vert
 STATUS_OK = 0
 STATUS_NONFINITE = 1
 STATUS_DEGENERATE = 2
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE: "non-finite", STATUS_DEGENERATE: "degenerate input"}
+STATUS_DIVERGED = 3
+STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE: "non-finite", STATUS_DEGENERATE: "degenerate input",
+                STATUS_DIVERGED: "diverged (landmarks behind the camera)"}
 MIN_VALID_LANDMARKS = 6
 
 
@@ -224,7 +226,7 @@ def _cov_times(ops, lam):
 
 
 def _shape_vector(ops, state: _State):
-    """The full shape unknowns ``x = xbar(z) + W lam`` ``[nx]`` of a state."""
+    """The full shape unknowns ``x = xbar(z) + W lam`` ``[nx]`` of one state (tests, debugging)."""
     return ops.prior.lag_basis @ state.lag_prev + ops.prior.gain @ state.lam.reshape(-1)
 
 
@@ -321,7 +323,8 @@ class FitResult:
       cost_history: ``[B, N]`` (Levenberg-Marquardt only; NaN for Gauss-Newton) energy of each
         iteration's linearisation point, ``cost_after``: ``[B, N]`` the same energy (same contour,
         same lag) after the step (LM: never larger).
-      status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input).
+      status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input, 3 diverged: a landmark
+        ended behind the camera).
     """
 
     vertices: jax.Array
@@ -378,38 +381,40 @@ def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, co
         return s, (before, after)
 
     state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations)
-    return _finish(ops, model, config, data, valid, state, base_vertices, before, after, init_ok)
+    return _finish_image(config, data, valid, state, before, after, init_ok)
 
 
-def _finish(ops, model, config, data, valid, state, base_vertices, before, after, init_ok):
-    layout, pr = ops.layout, ops.prior
-    x = _shape_vector(ops, state)
-    alpha, beta, delta = layout.split(x)
-    verts = base_vertices + jnp.einsum("k,kvd->vd", beta, model.expression_basis)
-    if layout.num_identity:
-        verts = verts + jnp.einsum("k,kvd->vd", alpha, model.identity_basis)
-    if delta is not None:
-        verts = verts + delta
+class _ImageFit(NamedTuple):
+    """Per-image part of the result; the shape (x, mesh) is rebuilt for the whole batch at once."""
+
+    camera: cam.Camera
+    landmarks2d: jax.Array
+    reprojection_error: jax.Array
+    energy_terms: dict
+    cost_history: jax.Array
+    cost_after: jax.Array
+    status: jax.Array
+    lam: jax.Array  # [3P]
+    lag_prev: jax.Array  # [dz]
+
+
+def _finish_image(config, data, valid, state, before, after, init_ok) -> _ImageFit:
     camera = _camera(state.pose, data)
     active = state.points[state.sel]
     lm2d = cam.project(camera, active)
     err = jnp.linalg.norm(lm2d - data.targets, axis=-1)
     reproj = jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    terms = _energy_terms(ops, config, data, state, x, active)
-    energy = sum(terms.values())
-    ok = state.ok & jnp.isfinite(energy) & jnp.all(jnp.isfinite(verts))
-    status = jnp.where(~init_ok, STATUS_DEGENERATE, jnp.where(ok, STATUS_OK, STATUS_NONFINITE))
-    nv, ni = model.num_vertices, model.num_identity
-    return FitResult(
-        vertices=verts, camera=camera,
-        identity=alpha if layout.num_identity else jnp.zeros((ni,)), expression=beta,
-        corrective=delta if delta is not None else jnp.zeros((nv, 3)),
-        landmarks2d=lm2d, reprojection_error=reproj, energy=energy, energy_terms=terms,
-        cost_history=before, cost_after=after, status=status.astype(jnp.int32))
+    terms = _camera_energy_terms(config, data, state, active)
+    ok = state.ok & jnp.isfinite(sum(terms.values())) & jnp.all(jnp.isfinite(state.lam))
+    behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
+    status = jnp.where(~init_ok, STATUS_DEGENERATE, jnp.where(
+        ~ok, STATUS_NONFINITE, jnp.where(behind, STATUS_DIVERGED, STATUS_OK)))
+    return _ImageFit(camera, lm2d, reproj, terms, before, after, status.astype(jnp.int32),
+                     state.lam.reshape(-1), state.lag_prev)
 
 
-def _energy_terms(ops, config, data, state, x, active) -> dict:
-    """Per-term energies at the solution (Ec with beta^{t-1} = the final beta)."""
+def _camera_energy_terms(config, data, state, active) -> dict:
+    """Energies of the landmark and camera terms at the solution."""
     sq = lambda v: jnp.sum(v * v)
     d = _project(state.pose, active, data) - data.targets
     s = jnp.sum(d * d, -1)
@@ -420,21 +425,50 @@ def _energy_terms(ops, config, data, state, x, active) -> dict:
              "rotation_prior": sq(rotation_residual(rot, config))}
     for spec in config.extra_pose_terms:
         terms[spec.name] = spec.weight * sq(spec.fn(rot, trans, log_fs))
-    for name, w, A in zip(ops.term_names, ops.term_weights, ops.term_residual):
-        terms[name] = w * sq(A @ x)
     return terms
+
+
+def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertices) -> FitResult:
+    """Shape unknowns, meshes and linear-term energies for the whole batch ``[B, ...]``: one
+    GEMM with W = P^-1 S^T (25 MB, read once rather than once per chunk) and one sparse x dense
+    product per linear term (Ec with beta^{t-1} = the final beta, priors)."""
+    layout, pr = ops.layout, ops.prior
+    x = part.lam @ pr.gain.T + part.lag_prev @ pr.lag_basis.T  # [B, nx]
+    alpha, beta, delta = layout.split(x)
+    b, (nv, _) = x.shape[0], model.neutral.shape
+    verts = base_vertices + (beta @ model.expression_basis.reshape(model.num_expression, -1)).reshape(b, nv, 3)
+    if layout.num_identity:
+        verts = verts + (alpha @ model.identity_basis.reshape(model.num_identity, -1)).reshape(b, nv, 3)
+    if delta is not None:
+        verts = verts + delta
+    terms = dict(part.energy_terms)
+    for name, w, A in zip(ops.term_names, ops.term_weights, ops.term_residual):
+        terms[name] = w * jnp.sum((A @ x.T) ** 2, axis=0)
+    energy = sum(terms.values())
+    finite = jnp.isfinite(energy) & jnp.all(jnp.isfinite(verts), axis=(1, 2))
+    status = jnp.where((part.status == STATUS_OK) & ~finite, STATUS_NONFINITE, part.status)
+    return FitResult(
+        vertices=verts, camera=part.camera,
+        identity=alpha if layout.num_identity else jnp.zeros((b, model.num_identity)), expression=beta,
+        corrective=delta if delta is not None else jnp.zeros((b, nv, 3)),
+        landmarks2d=part.landmarks2d, reprojection_error=part.reprojection_error, energy=energy,
+        energy_terms=terms, cost_history=part.cost_history, cost_after=part.cost_after,
+        status=status.astype(jnp.int32))
 
 
 # ----------------------------------------------------------------------------- public API
 
 def _fit_padded(ops, model, config, targets, confidence, image_sizes, base_vertices):
+    """Per-image iterations in chunks of ``config.chunk_size`` (vmap; chunks in sequence under
+    lax.map, which keeps each chunk's working set in cache), then the batch-wide mesh rebuild."""
     chunk = min(config.chunk_size, targets.shape[0])
     one = jax.vmap(lambda t, c, s, b: _fit_one(ops, model, config, t, c, s, b))
     n = targets.shape[0]
     reshape = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])
     out = jax.lax.map(lambda args: one(*args),
                       (reshape(targets), reshape(confidence), reshape(image_sizes), reshape(base_vertices)))
-    return jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+    part = jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+    return _assemble(ops, model, part, base_vertices)
 
 
 _fit_jit = jax.jit(_fit_padded, static_argnames=("config",))
