@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avatar_jax.model.head import HeadModel
-from avatar_jax.texture._disk_cache import cache_key, cached_arrays
+from avatar_jax._disk_cache import cache_key, cached_arrays
 from avatar_jax.texture.project import UVRaster
 
 # --------------------------------------------------------------------------------------------

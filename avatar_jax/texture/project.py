@@ -43,7 +43,7 @@ from avatar_jax.model.head import HeadModel, vertex_normals
 from avatar_jax.render.raster import (default_max_chunks, rasterize, render_uv_layout,
                                       uv_to_texel)
 from avatar_jax.render.sample import bilinear_sample
-from avatar_jax.texture._disk_cache import cache_key, cached_arrays
+from avatar_jax._disk_cache import cache_key, cached_arrays
 
 DEFAULT_TEXTURE_SIZE = 2048
 

@@ -1,7 +1,8 @@
-"""On-disk cache of per-model texture tables (UV raster, mirror map) in the user cache dir.
+"""On-disk cache of per-model tables in the user cache dir: texture tables (UV raster, mirror
+map) and the fit's precomputed prior operators.
 
-They depend only on the model and the texture size and take seconds to build, so a new
-process reads them instead (``<cache>/avatar-jax/texture/<name>-<key>.npz``). The key is a
+They depend only on the model and their parameters and take seconds to build, so a new
+process reads them instead (``<cache>/avatar-jax/<kind>/<name>-<key>.npz``). The key is a
 SHA-1 of the arrays and parameters they are built from, so a changed model never reads a
 stale table. ``AVATAR_JAX_NO_CACHE=1`` disables it (like the compilation cache); a
 read-only or missing home directory just means no caching.
@@ -34,15 +35,16 @@ def cache_key(*parts) -> str:
     return digest.hexdigest()
 
 
-def texture_cache_dir() -> Path:
-    return default_cache_dir().parent / "texture"
+def cache_dir(kind: str) -> Path:
+    return default_cache_dir().parent / kind
 
 
-def cached_arrays(name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]):
+def cached_arrays(name: str, key: str, compute: Callable[[], dict[str, np.ndarray]],
+                  kind: str = "texture"):
     """``compute()`` (a dict of arrays), read from / written to the disk cache."""
     if os.environ.get("AVATAR_JAX_NO_CACHE"):
         return compute()
-    path = texture_cache_dir() / f"{name}-{key}.npz"
+    path = cache_dir(kind) / f"{name}-{key}.npz"
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
