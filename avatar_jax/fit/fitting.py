@@ -78,6 +78,7 @@ class FitOperators:
 
     prior: MarginalPrior
     candidate_normals: jax.Array  # [J, C, 3] neutral-mesh normals at the contour candidates
+    candidate_index: jax.Array  # [J, C] index of each contour candidate among the P points
     term_residual: tuple  # BCOO [rows, nx] per linear term: A - A_lag (its residual when x_lag = x)
     layout: ShapeLayout = struct.field(pytree_node=False)
     sliding: tuple[int, ...] = struct.field(pytree_node=False)
@@ -98,7 +99,7 @@ def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: Lan
     layout = ShapeLayout(model.num_identity if (with_identity and config.fit_identity) else 0,
                          model.num_expression, model.num_vertices, config.use_corrective)
     terms = linear_terms(model, layout, config)
-    faces, bary, normals = _surface_points(model, lms, config.sliding_contour)
+    faces, bary, normals, cand_index = _surface_points(model, lms, config.sliding_contour)
     prior = _cached_prior(model, layout, terms, faces, bary, dtype)
     def self_lagged(t):  # with x_lag = x the dense L B blocks of Ec cancel: keep A - A_lag sparse
         m = (t.A - t.A_lag if t.A_lag is not None else t.A).tocsr()
@@ -107,6 +108,7 @@ def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: Lan
 
     return FitOperators(
         prior=jax.tree.map(jnp.asarray, prior), candidate_normals=jnp.asarray(normals),
+        candidate_index=jnp.asarray(cand_index),
         term_residual=tuple(self_lagged(t) for t in terms),
         layout=layout, sliding=lms.sliding if config.sliding_contour else (),
         num_landmarks=int(lms.faces.shape[0]), eye_corners=lms.eye_corners, term_names=tuple(t.name for t in terms),
@@ -130,18 +132,25 @@ def _cached_prior(model, layout, terms, faces, bary, dtype) -> MarginalPrior:
 
 
 def _surface_points(model: HeadModel, lms: LandmarkSet, sliding: bool):
-    """Landmark points then contour candidates: faces [P,3], bary [P,3], candidate normals."""
+    """The P surface points the landmarks can touch: the K landmark points, then each distinct
+    contour-candidate vertex once (rows of ``contour_candidates`` are padded by repetition and
+    neighbouring rows share vertices; duplicates would only enlarge C).
+
+    Returns faces ``[P, 3]``, bary ``[P, 3]``, candidate normals ``[J, C, 3]`` and the point
+    index of each candidate slot ``[J, C]``.
+    """
     faces = [np.asarray(lms.faces)]
     bary = [np.asarray(lms.bary, np.float32)]
+    k = faces[0].shape[0]
     cands = np.asarray(model.contour_candidates)[: len(lms.sliding)] if sliding and lms.sliding else \
         np.zeros((0, 1), np.int32)
-    if cands.size:
-        flat = cands.reshape(-1)
-        faces.append(np.stack([flat] * 3, -1))
-        bary.append(np.tile(np.array([[1.0, 0.0, 0.0]], np.float32), (flat.size, 1)))
+    unique, slot = np.unique(cands.reshape(-1), return_inverse=True)
+    faces.append(np.stack([unique] * 3, -1))
+    bary.append(np.tile(np.array([[1.0, 0.0, 0.0]], np.float32), (unique.size, 1)))
     normals = np.asarray(vertex_normals(model.neutral, model.triangles))
     cand_normals = normals[cands] if cands.size else np.zeros((0, 1, 3), np.float32)
-    return np.concatenate(faces), np.concatenate(bary), cand_normals.astype(np.float32)
+    index = (k + slot.reshape(cands.shape)).astype(np.int32)
+    return np.concatenate(faces), np.concatenate(bary), cand_normals.astype(np.float32), index
 
 
 _PREPARED: dict = {}
@@ -198,8 +207,8 @@ def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Arr
     sel = jnp.arange(k)
     if not ops.sliding:
         return sel
-    j, c, _ = ops.candidate_normals.shape
-    cand = points[k:].reshape(j, c, 3)
+    j, c = ops.candidate_index.shape
+    cand = points[ops.candidate_index]  # [J, C, 3]
     if config.contour_rule == "nearest":
         targets = data.targets[jnp.asarray(ops.sliding)]
         score = jnp.sum((_project(pose, cand.reshape(-1, 3), data).reshape(j, c, 2)
@@ -208,7 +217,8 @@ def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Arr
         rot = cam.rotation_matrix(pose[:3])
         view = cand @ rot.T + pose[3:6]
         score = jnp.abs(jnp.sum((ops.candidate_normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
-    return sel.at[jnp.asarray(ops.sliding)].set(k + jnp.arange(j) * c + jnp.argmin(score, -1))
+    pick = jnp.take_along_axis(ops.candidate_index, jnp.argmin(score, -1)[:, None], 1)[:, 0]
+    return sel.at[jnp.asarray(ops.sliding)].set(pick)
 
 
 def _landmark_cost(pose, active_points, data, sqrt_w):
