@@ -393,22 +393,38 @@ def _initial_pose(ops, data, valid, image_size):
     return pose, ok & enough & jnp.all(jnp.isfinite(pose))
 
 
+def _depth_flipped(pose):
+    """The pose seen as the same image under weak perspective with the head's depth mirrored
+    (yaw/pitch negated): R' = S R S, S = diag(1, 1, -1). EPnP returns it instead of the true
+    pose on some noisy high-yaw faces."""
+    return pose.at[:2].set(-pose[:2])
+
+
 def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,
              image_size, base_vertices):
     data, valid = _image_data(ops, model, targets, confidence, image_size, base_vertices)
     pose0, init_ok = _initial_pose(ops, data, valid, image_size)
     pose0 = jnp.where(init_ok, pose0, jnp.array([0, 0, 0, 0, 0, -1000.0, 0]))
     k, dz = ops.num_landmarks, ops.prior.lag_index.shape[0]
-    state = _State(pose=pose0, points=data.base_points, lam=jnp.zeros_like(data.base_points), sel=jnp.arange(k),
-                   lag_prev=jnp.zeros((dz,)), lag=jnp.zeros((dz,)),
-                   damping=jnp.asarray(config.initial_damping if config.method != "gauss_newton" else 0.0),
-                   ok=jnp.asarray(True))
+
+    def start(pose):
+        return _State(pose=pose, points=data.base_points, lam=jnp.zeros_like(data.base_points),
+                      sel=jnp.arange(k), lag_prev=jnp.zeros((dz,)), lag=jnp.zeros((dz,)),
+                      damping=jnp.asarray(config.initial_damping if config.method != "gauss_newton" else 0.0),
+                      ok=jnp.asarray(True))
 
     def body(s, _):
         s, before, after = _step(ops, config, data, s)
         return s, (before, after)
 
-    state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations)
+    # First iteration from both EPnP's pose and its depth-flipped twin; keep the lower energy.
+    starts = jax.tree.map(lambda a, b: jnp.stack([a, b]), start(pose0), start(_depth_flipped(pose0)))
+    firsts, (before0, after0) = jax.vmap(lambda st: body(st, None))(starts)
+    pick = jnp.argmin(jnp.where(jnp.isfinite(after0), after0, jnp.inf))
+    state = jax.tree.map(lambda a: a[pick], firsts)
+    state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations - 1)
+    before = jnp.concatenate([before0[pick][None], before])
+    after = jnp.concatenate([after0[pick][None], after])
     return _finish_image(config, data, valid, state, before, after, init_ok)
 
 
