@@ -16,10 +16,15 @@ the full problem (the Woodbury identity on the Schur complement); ``tests/test_f
 against a dense solve of the full normal equations on the real model. The full ``x`` (and the
 mesh) is rebuilt once at the end: ``x = xbar(z) + W lam``.
 
-Each iteration also re-picks the jaw-contour points (silhouette under the current pose) and
-freezes beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` (default) accepts a
-step only if it lowers the energy of the iteration (same contour, same lag) and otherwise damps
-the camera block; starting undamped, it equals the paper's Gauss-Newton while steps succeed.
+Each iteration also re-picks the jaw-contour points (``FitConfig.contour_rule``) and freezes
+beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` (default) accepts a step
+only if it lowers the energy of the iteration (same contour, same lag) and otherwise damps the
+camera block; starting undamped, it equals the paper's Gauss-Newton while steps succeed. The
+first iteration runs from EPnP's pose and from its depth-flipped twin and keeps the better one.
+
+The loop is a ``lax.scan`` of its own rather than :func:`avatar_jax.solve.least_squares`: the
+contour choice and the frozen beta^{t-1} are iteration state, not functions of the parameters,
+so the energy is not one fixed residual function the generic solver could take.
 """
 
 from __future__ import annotations
