@@ -35,7 +35,7 @@ class Outcome:
     """What happened to one photo (or one face of it)."""
 
     path: str
-    status: str  # "ok", "unreadable", "no face", "fit failed"
+    status: str  # "ok", "unreadable", "no face", "fit failed", "failed" (texture/export error)
     message: str = ""
     files: tuple[str, ...] = ()
     face: int = 0
@@ -85,8 +85,11 @@ def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Optio
         image, faces = found
         timings = {"detect_s": time.perf_counter() - t0}
         for i, face in enumerate(faces):
-            outcomes.append(_one_face(path, image, face, i, len(faces), out_dir, options, model,
-                                      shape_source, dict(timings)))
+            try:
+                outcomes.append(_one_face(path, image, face, i, len(faces), out_dir, options, model,
+                                          shape_source, dict(timings)))
+            except (ValueError, RuntimeError, OSError) as err:  # keep the batch going
+                outcomes.append(Outcome(path, "failed", f"{path}: {type(err).__name__}: {err}", face=i))
     return outcomes
 
 
