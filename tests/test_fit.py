@@ -193,7 +193,6 @@ def _eliminated_vs_dense(clean_batch, cfg):
         state, _, _ = F._step(ops, cfg, data, state)
     x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, state)
     new, _, _ = F._step(ops, cfg, data, state)
-    pr = ops.prior
     x1 = np.asarray(F._shape_vector(ops, new))
     dx = x1 - x0
     dpose = np.asarray(new.pose) - pose0

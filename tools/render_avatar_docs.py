@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from avatar_jax.fit import Camera, fit
-from avatar_jax.fit.camera import rotation_matrix
 from avatar_jax.io.image import load_image
 from avatar_jax.landmarks.api import detect_faces
 from avatar_jax.model import load_head_model

@@ -26,7 +26,6 @@ module stays the generic image-space path (any background texture, e.g. a librar
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import cv2
