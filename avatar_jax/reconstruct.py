@@ -103,41 +103,38 @@ def _one_face(path, image, face, index, count, out_dir, options, model, shape_so
     timings["fit_s"] = time.perf_counter() - t
     if int(res.status) != STATUS_OK:
         return Outcome(path, "fit failed", f"{path}: fit failed ({STATUS_NAMES[int(res.status)]})", face=index)
-    texture, timings = _texture(image, res, model, options.texture_size, timings)
-    files = _export(out_dir / stem, res, texture, model, options, timings)
+    from avatar_jax.texture.caps import capped_model, extend_vertices
+
+    # The eye and mouth openings are capped (caps follow their rims in every morph target):
+    # the texture is laid out for, and the files hold, the capped mesh.
+    capped, caps = capped_model(model)
+    verts = np.asarray(extend_vertices(caps, res.vertices))
+    texture, timings = _texture(image, verts, res.camera, capped, caps, options.texture_size, timings)
+    files = _export(out_dir / stem, verts, texture, capped, options, timings)
     if options.overlay:
         files.append(_write_overlay(out_dir / f"{stem}_overlay.png", image, face, res, model))
     files.append(_write_report(out_dir / f"{stem}.json", path, face, res, model, timings))
     return Outcome(path, "ok", "", tuple(str(f) for f in files), index)
 
 
-def _texture(image, res, model, size, timings):
-    """Texture ``[S, S, 3]`` for the fitted face, laid out for ``capped_model(model)``.
-
-    The eye and mouth openings are capped (:mod:`avatar_jax.texture.caps`) so the photo's eyes
-    and teeth land on the caps; :func:`avatar_jax.texture.bake.bake_texture` does projection,
-    foreground restriction, mirroring and the skin fill.
-    """
+def _texture(image, verts, camera, capped, caps, size, timings):
+    """Texture ``[S, S, 3]`` of the capped mesh ``verts`` (so the photo's eyes and teeth land on
+    the caps): :func:`avatar_jax.texture.bake.bake_texture` does projection, foreground
+    restriction, mirroring and the skin fill."""
     from avatar_jax.texture.bake import bake_plan, bake_texture
-    from avatar_jax.texture.caps import capped_model, extend_vertices
 
-    capped, caps = capped_model(model)
     plan = bake_plan(capped, size, np.arange(capped.num_vertices) >= caps.num_base)
     info = {}
-    texture = bake_texture(np.asarray(image, np.uint8), np.asarray(extend_vertices(caps, res.vertices)),
-                           res.camera, capped, size, plan=plan, diagnostics=info)
+    texture = bake_texture(np.asarray(image, np.uint8), verts, camera, capped, size, plan=plan,
+                           diagnostics=info)
     timings["texture_project_s"] = info["timings"]["project"]
     timings["texture_complete_s"] = info["timings"]["fill"] + info["timings"]["compose"]
     return texture, timings
 
 
-def _export(stem: Path, res, texture, model, options, timings) -> list[Path]:
-    """Write the capped mesh (eye and mouth caps follow their rims in every morph target)."""
-    from avatar_jax.texture.caps import capped_model, extend_vertices
-
+def _export(stem: Path, verts, texture, capped, options, timings) -> list[Path]:
+    """Write the capped mesh ``verts``; its expression shapes become glTF morph targets."""
     t = time.perf_counter()
-    capped, caps = capped_model(model)
-    verts = np.asarray(extend_vertices(caps, res.vertices))
     files = []
     tris, uvs, tuv = (np.asarray(a) for a in (capped.triangles, capped.uvs, capped.triangle_uvs))
     if "obj" in options.formats:

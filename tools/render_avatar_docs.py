@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,12 +48,12 @@ def main(argv=None):
         image = load_image(REPO / "examples" / name)
         face = detect_faces(image, max_faces=1, small_faces=False)[0]
         res = fit(face.landmarks68[None], np.array([image.shape[:2]], np.float32), model=model)
-        res = __import__("jax").tree.map(lambda a: np.asarray(a)[0], res)
-        texture, _ = _texture(image, res, model, args.texture_size, {})
+        res = jax.tree.map(lambda a: np.asarray(a)[0], res)
+        verts = np.asarray(extend_vertices(caps, res.vertices))
+        texture, _ = _texture(image, verts, res.camera, capped, caps, args.texture_size, {})
         atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
         tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
-        verts = extend_vertices(caps, res.vertices)
         for camera in views():
             img = render_mesh(verts, capped.triangles, camera, (512, 512), texture=jnp.asarray(texture, jnp.float32) / 255.0,
                               uvs=capped.uvs, triangle_uvs=capped.triangle_uvs,
