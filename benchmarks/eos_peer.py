@@ -78,7 +78,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from avatar_jax.model.head import JAW_LANDMARKS, HeadModel  # noqa: E402
+from avatar_jax.model.head import JAW_LANDMARKS, HeadModel, vertex_normals  # noqa: E402
 
 NUM_LANDMARKS = 68
 # eos's 1-based iBUG names of the jaw landmarks (eos share/ibug_to_sfm.txt [contour_landmarks]).
@@ -268,21 +268,12 @@ def project_eos(points: np.ndarray, modelview: np.ndarray, projection: np.ndarra
     return np.stack([(ndc[:, 0] + 1) * 0.5 * w, h - (ndc[:, 1] + 1) * 0.5 * h], 1)
 
 
-def _vertex_normals(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    t = verts[triangles]
-    fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-    n = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(n, triangles[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def model_landmarks(bundle: EosBundle, verts: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """68 landmark points ``[68, 3]`` of ``verts [V, 3]``: barycentric embedding, jaw on the
     silhouette under camera ``rotation [3, 3]`` for an orthographic view along -z."""
     pts = np.einsum("lk,lkd->ld", bundle.landmark_bary, verts[bundle.landmark_faces])
     cand = bundle.contour_candidates
-    facing = np.abs((_vertex_normals(verts, bundle.triangles)[cand] @ rotation.T)[..., 2])
+    facing = np.abs((np.asarray(vertex_normals(verts, bundle.triangles))[cand] @ rotation.T)[..., 2])
     pick = cand[np.arange(cand.shape[0]), np.argmin(facing, axis=1)]
     pts[list(JAW_LANDMARKS)] = verts[pick]
     return pts

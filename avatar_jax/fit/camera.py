@@ -208,6 +208,16 @@ def transform(camera: Camera, points: jax.Array) -> jax.Array:
     return _dot(points, jnp.swapaxes(rot, -1, -2)) + camera.translation[..., None, :]
 
 
+def grazing(rotvec: jax.Array, translation: jax.Array, points: jax.Array,
+            normals: jax.Array) -> jax.Array:
+    """``|n . v|`` ``[...]`` for model-frame points and unit normals ``[..., 3]`` under the
+    transform ``(rotvec, translation)``: v is the unit direction from the camera to the point,
+    so 0 means the surface is seen edge-on (on the silhouette)."""
+    rot = rotation_matrix(rotvec)
+    view = points @ rot.T + translation
+    return jnp.abs(jnp.sum((normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
+
+
 def project_view(camera: Camera, view_points: jax.Array) -> jax.Array:
     """View-frame points ``[..., N, 3]`` to pixels ``[..., N, 2]`` (x right, y down)."""
     _check_last_dim("view_points", view_points, 3)

@@ -219,9 +219,7 @@ def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Arr
         score = jnp.sum((_project(pose, cand.reshape(-1, 3), data).reshape(j, c, 2)
                          - targets[:, None]) ** 2, -1)
     else:
-        rot = cam.rotation_matrix(pose[:3])
-        view = cand @ rot.T + pose[3:6]
-        score = jnp.abs(jnp.sum((ops.candidate_normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
+        score = cam.grazing(pose[:3], pose[3:6], cand, ops.candidate_normals)
     pick = jnp.take_along_axis(ops.candidate_index, jnp.argmin(score, -1)[:, None], 1)[:, 0]
     return sel.at[jnp.asarray(ops.sliding)].set(pick)
 

@@ -41,9 +41,7 @@ def silhouette_landmarks(model: HeadModel, verts, camera: cam.Camera):
     pts = model_landmarks(model, verts)
     cand = model.contour_candidates[: len(JAW_LANDMARKS)]
     normals = vertex_normals(verts, model.triangles)[cand]
-    rot = cam.rotation_matrix(camera.rotvec)
-    view = verts[cand] @ rot.T + camera.translation
-    facing = jnp.abs(jnp.sum((normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
+    facing = cam.grazing(camera.rotvec, camera.translation, verts[cand], normals)
     pick = jnp.take_along_axis(cand, jnp.argmin(facing, -1)[:, None], -1)[:, 0]
     return pts.at[jnp.asarray(JAW_LANDMARKS)].set(verts[pick])
 
