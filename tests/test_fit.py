@@ -182,7 +182,7 @@ def _eliminated_vs_dense(clean_batch, cfg):
                          else a, load_head_model())
     ops = F.prepare(model, cfg, dtype=np.float64)
     img = 5
-    data, valid = F._image_data(ops, model, jnp.asarray(clean_batch.landmarks[img]) + 3.0,
+    data, valid = F._image_data(ops, jnp.asarray(clean_batch.landmarks[img]) + 3.0,
                                 jnp.ones(68), jnp.asarray(clean_batch.image_sizes[img]),
                                 jnp.asarray(model.neutral))
     pose0, ok = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[img]))

@@ -43,8 +43,8 @@ from avatar_jax._disk_cache import cache_key, cached_arrays
 from avatar_jax.fit import camera as cam
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
-from avatar_jax.fit.terms import (ShapeLayout, focal_residual, landmark_residual, landmark_weights,
-                                  linear_terms, pose_residual, rotation_residual)
+from avatar_jax.fit.terms import (IBUG_OUTER_EYE_CORNERS, ShapeLayout, focal_residual, landmark_residual,
+                                  landmark_weights, linear_terms, pose_residual, rotation_residual)
 from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vertex_normals
 
 STATUS_OK = 0
@@ -70,7 +70,7 @@ class LandmarkSet:
     faces: jax.Array
     bary: jax.Array
     sliding: tuple[int, ...] = struct.field(pytree_node=False, default=())
-    eye_corners: tuple[int, int] = struct.field(pytree_node=False, default=(36, 45))
+    eye_corners: tuple[int, int] = struct.field(pytree_node=False, default=IBUG_OUTER_EYE_CORNERS)
 
 
 def ibug68(model: HeadModel) -> LandmarkSet:
@@ -375,7 +375,7 @@ class FitResult:
         return STATUS_NAMES[int(self.status[i])]
 
 
-def _image_data(ops, model, targets, confidence, image_size, base_vertices):
+def _image_data(ops, targets, confidence, image_size, base_vertices):
     valid = jnp.all(jnp.isfinite(targets), -1) & jnp.isfinite(confidence) & (confidence > 0)
     targets = jnp.where(valid[:, None], targets, 0.0)
     weights = landmark_weights(targets, jnp.where(valid, confidence, 0.0), valid, ops.eye_corners)
@@ -405,7 +405,7 @@ def _depth_flipped(pose):
 
 def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,
              image_size, base_vertices):
-    data, valid = _image_data(ops, model, targets, confidence, image_size, base_vertices)
+    data, valid = _image_data(ops, targets, confidence, image_size, base_vertices)
     pose0, init_ok = _initial_pose(ops, data, valid, image_size)
     pose0 = jnp.where(init_ok, pose0, jnp.array([0, 0, 0, 0, 0, -1000.0, 0]))
     k, dz = ops.num_landmarks, ops.prior.lag_index.shape[0]
