@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,14 +121,3 @@ class PoseTermSpec:
     name: str
     weight: float
     fn: Callable
-
-
-def quaternion_vector(rotvec):
-    """Vector part q_v = sin(theta/2) * axis of the unit quaternion of a rotation vector ``[3]``."""
-    theta2 = jnp.sum(rotvec * rotvec)
-    theta = jnp.sqrt(jnp.maximum(theta2, 1e-30))
-    # sin(theta/2)/theta, with its Taylor series near 0 so gradients stay finite at the identity.
-    small = theta2 < 1e-8
-    safe = jnp.where(small, 1.0, theta)
-    ratio = jnp.where(small, 0.5 - theta2 / 48.0, jnp.sin(safe / 2.0) / safe)
-    return ratio * rotvec

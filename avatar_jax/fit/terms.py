@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from avatar_jax.fit.config import FitConfig, LinearTermSpec, quaternion_vector
+from avatar_jax.fit.camera import rotvec_to_quaternion
+from avatar_jax.fit.config import FitConfig, LinearTermSpec
 from avatar_jax.model.head import HeadModel
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)
@@ -192,7 +193,7 @@ def rotation_residual(rotvec, config: FitConfig):
     """``sqrt(wr * lambda_q) * q_v``: q_v is the vector part of the head-to-view rotation
     quaternion, so the term pulls towards a frontal head (q = identity) and grows as
     sin(angle/2)."""
-    return jnp.sqrt(config.regularization_weight * config.lambda_q) * quaternion_vector(rotvec)
+    return jnp.sqrt(config.regularization_weight * config.lambda_q) * rotvec_to_quaternion(rotvec)[1:]
 
 
 def pose_residual(rotvec, translation, log_fs, config: FitConfig):
