@@ -2,7 +2,8 @@
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu]
-    avatar-jax eval --suite synthetic|landmarks|all --out DIR [--num N] [--data DIR] [--docs DIR]
+    avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--num N] [--data DIR] [--docs DIR]
+                    [--texture-photos PHOTO...]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -36,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluation suites: synthetic ARMSE benchmark, landmark NME; "
-                                     "JSON/CSV, plots and a markdown report")
-    ev.add_argument("--suite", default="all", choices=["synthetic", "landmarks", "all"])
+    ev = sub.add_parser("eval", help="evaluation suites: synthetic ARMSE benchmark (projected and "
+                                     "rendered), landmark NME; JSON/CSV, plots and a markdown report")
+    ev.add_argument("--suite", default="all", choices=["synthetic", "rendered", "landmarks", "all"])
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--num", type=int, default=16, help="synthetic heads (default 16)")
     ev.add_argument("--seed", type=int, default=0, help="synthetic PRNG seed")
@@ -48,6 +49,9 @@ def _add_eval_parser(sub) -> None:
                     help="ARMSE crop distances d in mm (default 80 90 100 110)")
     ev.add_argument("--methods", nargs="+", default=["landmark-only", "full energy", "eos-py"],
                     choices=["landmark-only", "full energy", "eos-py"], help="synthetic fitting methods")
+    ev.add_argument("--texture-photos", nargs="+", default=None,
+                    help="rendered suite: face photos for the skin textures (default: the checkout's "
+                         "examples/tom_cruise.jpg and examples/obama.jpg)")
     ev.add_argument("--data", default="../shared/testdata",
                     help="labelled test data folder with manifest.json (default ../shared/testdata)")
     ev.add_argument("--images", nargs="+", default=None, help="landmark suite: only these image stems")
@@ -102,7 +106,7 @@ def _eval(args) -> int:
     from avatar_jax.evaluate.report import write_report
 
     progress = lambda items, desc: tqdm(items, desc=desc, unit="item")
-    synthetic = landmarks = None
+    synthetic = landmarks = rendered = None
     try:
         if args.suite in ("synthetic", "all"):
             from avatar_jax.evaluate.synthetic import run_synthetic
@@ -110,6 +114,12 @@ def _eval(args) -> int:
             synthetic = run_synthetic(num=args.num, seed=args.seed, noise_levels=tuple(args.noise),
                                       distances=tuple(args.distances), methods=tuple(args.methods),
                                       progress=progress)
+        if args.suite in ("rendered", "all"):
+            from avatar_jax.evaluate.rendered import run_rendered
+
+            rendered = run_rendered(num=args.num, seed=args.seed, distances=tuple(args.distances),
+                                    methods=tuple(args.methods), texture_photos=args.texture_photos,
+                                    progress=progress)
         if args.suite in ("landmarks", "all"):
             from avatar_jax.evaluate.landmark_suite import run_landmark_suite
 
@@ -120,7 +130,7 @@ def _eval(args) -> int:
     command = (f"avatar-jax eval --suite {args.suite} --num {args.num} --seed {args.seed} "
                f"--noise {' '.join(f'{v:g}' for v in args.noise)}")
     written = write_report(args.out, synthetic=synthetic, landmarks=landmarks, docs_dir=args.docs,
-                           command=command)
+                           command=command, rendered=rendered)
     for path in written.values():
         print(f"wrote {path}")
     return 0
