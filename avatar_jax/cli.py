@@ -3,7 +3,7 @@
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--num N] [--data DIR] [--docs DIR]
-                    [--texture-photos PHOTO...]
+                    [--yaw DEG] [--texture-photos PHOTO...]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -43,6 +43,8 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--num", type=int, default=16, help="synthetic heads (default 16)")
     ev.add_argument("--seed", type=int, default=0, help="synthetic PRNG seed")
+    ev.add_argument("--yaw", type=float, default=60.0,
+                    help="synthetic and rendered heads: yaw uniform in +-YAW degrees (default 60)")
     ev.add_argument("--noise", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0],
                     help="landmark noise levels in px (default 0 1 2 4)")
     ev.add_argument("--distances", type=float, nargs="+", default=[80.0, 90.0, 100.0, 110.0],
@@ -97,6 +99,9 @@ def _eval(args) -> int:
     if args.num < 1:
         print(f"avatar-jax eval: --num must be >= 1, got {args.num}", file=sys.stderr)
         return EXIT_USAGE
+    if not 0.0 <= args.yaw <= 90.0:
+        print(f"avatar-jax eval: --yaw must be in [0, 90] degrees, got {args.yaw:g}", file=sys.stderr)
+        return EXIT_USAGE
     import jax
 
     if args.device:
@@ -113,13 +118,13 @@ def _eval(args) -> int:
 
             synthetic = run_synthetic(num=args.num, seed=args.seed, noise_levels=tuple(args.noise),
                                       distances=tuple(args.distances), methods=tuple(args.methods),
-                                      progress=progress)
+                                      yaw_deg=args.yaw, progress=progress)
         if args.suite in ("rendered", "all"):
             from avatar_jax.evaluate.rendered import run_rendered
 
             rendered = run_rendered(num=args.num, seed=args.seed, distances=tuple(args.distances),
-                                    methods=tuple(args.methods), texture_photos=args.texture_photos,
-                                    progress=progress)
+                                    methods=tuple(args.methods), yaw_deg=args.yaw,
+                                    texture_photos=args.texture_photos, progress=progress)
         if args.suite in ("landmarks", "all"):
             from avatar_jax.evaluate.landmark_suite import run_landmark_suite
 
@@ -128,7 +133,8 @@ def _eval(args) -> int:
         print(f"avatar-jax eval: {err}", file=sys.stderr)
         return EXIT_USAGE
     command = (f"avatar-jax eval --suite {args.suite} --num {args.num} --seed {args.seed} "
-               f"--noise {' '.join(f'{v:g}' for v in args.noise)}")
+               f"--noise {' '.join(f'{v:g}' for v in args.noise)}"
+               + (f" --yaw {args.yaw:g}" if args.yaw != 60.0 else ""))
     written = write_report(args.out, synthetic=synthetic, landmarks=landmarks, docs_dir=args.docs,
                            command=command, rendered=rendered)
     for path in written.values():

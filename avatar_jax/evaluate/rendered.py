@@ -275,6 +275,8 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
         raise ValueError(f"run_rendered: unknown methods {unknown}; expected a subset of {es.METHODS}")
     if num < 1:
         raise ValueError(f"run_rendered: num must be >= 1, got {num}")
+    if not 0.0 <= yaw_deg <= 90.0:
+        raise ValueError(f"run_rendered: yaw_deg must be in [0, 90], got {yaw_deg}")
     if texture_size < 16:
         raise ValueError(f"run_rendered: texture_size must be >= 16, got {texture_size}")
     photos = [Path(p) for p in texture_photos] if texture_photos else example_photos()
