@@ -286,7 +286,7 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
     seconds = {}
 
     t0 = time.perf_counter()
-    textures = [bake_source_texture(p, texture_size, model) for p in progress_or_none(progress)(photos, "textures")]
+    textures = [bake_source_texture(p, texture_size, model) for p in _progress(progress)(photos, "textures")]
     seconds["textures"] = time.perf_counter() - t0
     batch = jax.tree.map(np.asarray, es.out_of_space_heads(model, jax.random.PRNGKey(seed), num, (0.0,),
                                                            yaw_deg=yaw_deg))
@@ -304,7 +304,7 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
     scores = np.full((len(ran), num, len(distances)), np.nan, np.float32)
     t0 = time.perf_counter()
     jobs = [(mi, i) for mi in range(len(ran)) for i in range(num)]
-    for mi, i in progress_or_none(progress)(jobs, "ARMSE"):
+    for mi, i in _progress(progress)(jobs, "ARMSE"):
         pred = fitted[ran[mi]][0][i]
         if np.all(np.isfinite(pred)):
             scores[mi, i] = np.asarray(es.armse_against_truth(model, pred, batch.vertices[i], distances).armse)
@@ -323,7 +323,8 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
                     deformation="4 Gaussian normal bumps, radius 20-40 mm, |amplitude| 2-5 mm"))
 
 
-def progress_or_none(progress):
+def _progress(progress):
+    """``progress`` or a pass-through (no bars)."""
     return progress or es._no_progress
 
 
@@ -348,7 +349,7 @@ def _fit_detected(model, batch, detected, found, methods, progress, seconds):
             if peer is None:
                 skipped[method] = reason
                 continue
-            out = es._fit_eos(peer, model, sub, progress_or_none(progress)) if len(idx) else None
+            out = es._fit_eos(peer, model, sub, _progress(progress)) if len(idx) else None
         else:
             from avatar_jax.fit import FitConfig
 
