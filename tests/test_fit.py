@@ -104,6 +104,24 @@ def test_levenberg_marquardt_energy_never_increases(model, clean_batch):
     assert np.all(np.diff(hist, axis=1) <= 1e-4 * hist[:, :-1] + 1e-4)
 
 
+def test_reported_linear_term_energies_match_the_fitted_shape(model, clean_batch):
+    """FitResult.energy_terms of the shape terms (evaluated in the reduced variables) equal
+    w |(A - A_lag) x|^2 of the returned alpha, beta, dP in float64 scipy (beta^{t-1} = beta)."""
+    from avatar_jax.fit.terms import ShapeLayout, linear_terms
+
+    cfg = FitConfig()
+    res = fit(clean_batch.landmarks[:4], clean_batch.image_sizes[:4], config=cfg, model=model)
+    layout = ShapeLayout(model.num_identity, model.num_expression, model.num_vertices, True)
+    x = np.concatenate([np.asarray(res.identity, np.float64), np.asarray(res.expression, np.float64),
+                        np.asarray(res.corrective, np.float64).reshape(4, -1)], axis=1)
+    for t in linear_terms(model, layout, cfg):
+        A = t.A - t.A_lag if t.A_lag is not None else t.A
+        expected = t.weight * np.sum((A @ x.T) ** 2, axis=0)
+        np.testing.assert_allclose(np.asarray(res.energy_terms[t.name]), expected, rtol=2e-3,
+                                   atol=1e-3, err_msg=t.name)
+        assert np.all(expected > 0), t.name
+
+
 def test_second_call_does_not_recompile(model, clean_batch):
     fit(clean_batch.landmarks[:5], clean_batch.image_sizes[:5], model=model)
     before = F._fit_jit._cache_size()
