@@ -39,11 +39,32 @@ def test_noise_free_fit_reaches_subpixel_error_and_rotation(clean_batch, clean_f
     rot = np.asarray(synthetic.rotation_error_deg(clean_fit.camera.rotvec, clean_batch.camera.rotvec))
     print(f"reprojection error px: mean {err.mean():.3f} max {err.max():.3f}; "
           f"rotation error deg: mean {rot.mean():.3f} max {rot.max():.3f}")
-    # Issue 5 asks for < 0.3 px and < 1 deg; measured with the default weights on heads drawn
-    # from the full identity prior at +-60 deg yaw: ~0.39 px and ~1.3 deg mean (shape-pose
-    # ambiguity under the priors). These bounds guard that level; the gap is in the issue notes.
+    # Issue 5 asks for < 0.3 px and < 1 deg. Landmark-only mode (alpha fitted from the 68 points)
+    # measures ~0.38 px and ~1.4 deg mean on 64-256 heads; it is converged (10 or 20 iterations
+    # change nothing) and the gap is shape-pose ambiguity: a weaker identity prior reaches
+    # 0.26 px but 1.7 deg, and with the true identity as P it is 0.21 px / 0.5 deg (next test).
+    # These bounds guard the landmark-only level.
     assert err.mean() < 0.5
     assert rot.mean() < 1.5 and rot.max() < 3.0
+
+
+def test_noise_free_fit_on_the_true_identity_meets_the_issue_bar(model):
+    """The paper's setting: the base shape P comes from elsewhere (the regressor; here the true
+    identity, expression zero) and beta, dP and the camera are fitted. Issue 5's bar, < 0.3 px
+    and < 1 deg mean, holds here; in landmark-only mode (test above) the 100 identity
+    coefficients trade off against the pose (68 points do not pin both), which the bar misses."""
+    from avatar_jax.model.head import vertices
+
+    n = 64  # the mean over 16 heads varies by +-0.05 px between seeds; 64 heads: +-0.01
+    batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(0), n))
+    base = jax.vmap(vertices, (None, 0, 0))(model, jnp.asarray(batch.identity), jnp.zeros((n, model.num_expression)))
+    res = fit(batch.landmarks, batch.image_sizes, base_shape=base, model=model)
+    assert np.all(np.asarray(res.status) == F.STATUS_OK)
+    err = np.asarray(res.reprojection_error)
+    rot = np.asarray(synthetic.rotation_error_deg(res.camera.rotvec, batch.camera.rotvec))
+    print(f"true identity as P: reprojection px mean {err.mean():.3f}; rotation deg mean {rot.mean():.3f}")
+    assert err.mean() < 0.3
+    assert rot.mean() < 1.0
 
 
 def test_noisy_fit_face_vertex_error_reported(model, clean_batch):
