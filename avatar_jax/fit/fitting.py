@@ -55,6 +55,12 @@ STATUS_DIVERGED = 3
 STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE: "non-finite", STATUS_DEGENERATE: "degenerate input",
                 STATUS_DIVERGED: "diverged (landmarks behind the camera)"}
 MIN_VALID_LANDMARKS = 6
+# Levenberg-Marquardt schedule of the (Marquardt-scaled) camera damping: x0.3 after an accepted
+# step, x10 after a rejected one and at least 0.1. A gentler restart (x5, at least 1e-3) spent
+# the remaining iterations on rejected steps on a few noisy high-yaw faces: at 4 px noise the
+# worst reprojection of 256 heads was 17.8 px (4.6 px on a second seed), now 3.1 px (3.1 px),
+# noise-free fits unchanged.
+_LM_DECREASE, _LM_INCREASE, _LM_RESTART = 0.3, 10.0, 0.1
 
 
 # ----------------------------------------------------------------------------- prepared operators
@@ -356,7 +362,8 @@ def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State)
         before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
                   + _state_prior_cost(ops, state, lag))
         accept = finite & (after <= before)
-        damping = jnp.where(accept, state.damping * 0.3, jnp.maximum(state.damping * 5.0, 1e-3))
+        damping = jnp.where(accept, state.damping * _LM_DECREASE,
+                            jnp.maximum(state.damping * _LM_INCREASE, _LM_RESTART))
     else:  # Gauss-Newton takes every finite step; its "before" is not needed, so not computed
         before = jnp.asarray(jnp.nan, after.dtype)
         accept = finite
