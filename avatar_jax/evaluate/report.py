@@ -199,6 +199,16 @@ def plot_error_heatmap(res, triangles, path: str | Path, size: int = 360) -> Pat
     return Path(path)
 
 
+def _armse_cells(row: dict, num_distances: int) -> str:
+    """Table cells of one method row: ARMSE mean ± std per d, the median at the largest d, and
+    the mean reprojection error."""
+    cells = (["n/a"] * (num_distances + 1) if row["armse_mean"] is None else
+             [f"{m:.2f} ± {s:.2f}" for m, s in zip(row["armse_mean"], row["armse_std"])]
+             + [f"{row['armse_median'][-1]:.2f}"])
+    rp = row["reprojection_px_mean"]
+    return " | ".join(cells + ["n/a" if rp is None else f"{rp:.2f}"])
+
+
 def synthetic_markdown(res, summary: dict, image_prefix: str) -> str:
     ds = res.distances
     head = ("| method | noise (px) | " + " | ".join(f"d = {d:g} mm" for d in ds)
@@ -215,12 +225,8 @@ def synthetic_markdown(res, summary: dict, image_prefix: str) -> str:
         "over heads (3DFAW protocol: 7-point + ICP alignment, nose-tip crops).", "",
         head, "|" + "---|" * (len(ds) + 5)]
     for row in summary["rows"]:
-        cells = (["n/a"] * (len(ds) + 1) if row["armse_mean"] is None else
-                 [f"{m:.2f} ± {s:.2f}" for m, s in zip(row["armse_mean"], row["armse_std"])]
-                 + [f"{row['armse_median'][-1]:.2f}"])
-        rp = row["reprojection_px_mean"]
-        lines.append(f"| {row['method']} | {row['noise_px']:g} | " + " | ".join(cells)
-                     + f" | {'n/a' if rp is None else f'{rp:.2f}'} | {row['failed']}/{row['heads']} |")
+        lines.append(f"| {row['method']} | {row['noise_px']:g} | " + _armse_cells(row, len(ds))
+                     + f" | {row['failed']}/{row['heads']} |")
     lines += [""] + [f"- *{m}*: not run: {why}." for m, why in res.skipped.items()]
     timing = ", ".join(f"{m} {s:.0f} s" for m, s in res.fit_seconds.items())
     lines += [f"- Wall time (2-core CPU, shared): fits {timing} (ours incl. compilation); ARMSE "
@@ -463,12 +469,7 @@ def rendered_markdown(res, summary: dict, image_prefix: str) -> str:
          + f" | median, d = {ds[-1]:g} | reproj. (px) | scored |"),
         "|" + "---|" * (len(ds) + 4)]
     for row in summary["rows"]:
-        cells = (["n/a"] * (len(ds) + 1) if row["armse_mean"] is None else
-                 [f"{m:.2f} ± {s:.2f}" for m, s in zip(row["armse_mean"], row["armse_std"])]
-                 + [f"{row['armse_median'][-1]:.2f}"])
-        rp = row["reprojection_px_mean"]
-        lines.append(f"| {row['method']} | " + " | ".join(cells)
-                     + f" | {'n/a' if rp is None else f'{rp:.2f}'} | {row['scored']}/{row['heads']} |")
+        lines.append(f"| {row['method']} | " + _armse_cells(row, len(ds)) + f" | {row['scored']}/{row['heads']} |")
     lines += [""] + [f"- *{m}*: not run: {why}." for m, why in res.skipped.items()]
     lines += ["", "**Landmark NME** of the detected points against the true projected landmarks (% of "
               "sqrt(w h) of the true box; jaw = the true mesh's silhouette points):", "",
