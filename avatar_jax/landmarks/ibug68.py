@@ -16,6 +16,16 @@ Two mappings:
   position is a parameter; both may be fitted to labelled photos with :func:`fit_mapping`
   (ridge towards the baseline). Numbers reported for fitted mappings must be cross-validated
   (leave one image out), see ``benchmarks/landmarks.py``.
+
+  The silhouette is where the mesh's cheek turns away, which is not exactly where an annotator
+  puts iBUG's jaw points (they crowd towards the chin and sit a little inside the outline, more
+  so as the head turns), so each jaw point moves by a fitted offset along and across the
+  contour: ``jaw_offsets`` ``[3, 17, 2]``, linear in ``(1, yaw, |yaw|)`` (:func:`jaw_features`),
+  in units of the face size (:func:`face_size`).
+
+The packaged mapping (``data/ibug68_refined.npz``) is fitted by ``tools/build_ibug68_mapping.py``
+to the 68 points of dlib's shape predictor on photos that are not the labelled test photos (see
+``data/README.md`` for provenance and terms).
 """
 
 from __future__ import annotations
@@ -52,11 +62,40 @@ class Ibug68Mapping:
       weights: ``[51, K]`` combination weights (rows sum to 1; padding weight 0).
       contour_end: fractional position along :data:`OVAL_TO_RIGHT` / ``OVAL_TO_LEFT`` of jaw
         points 0 and 16 (0 = chin vertex 152).
+      jaw_offsets: ``[3, 17, 2]`` per jaw point, its offset (along the contour towards higher
+        point numbers, across it) as a linear function of :func:`jaw_features`, in units of
+        :func:`face_size`; None = no offsets.
     """
 
     vertex_ids: np.ndarray
     weights: np.ndarray
     contour_end: float
+    jaw_offsets: np.ndarray | None = None
+
+
+# iBUG-68 left/right pairs: a face mirrored horizontally has its point i where point MIRROR_68[i]
+# of the original was (jaw and brows reverse, eyes swap with their corners reversed, the
+# nose bridge and the lips' midline stay).
+_MIRROR_PAIRS = (
+    [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])
+MIRROR_68 = tuple(dict(_MIRROR_PAIRS + [(b, a) for a, b in _MIRROR_PAIRS]).get(i, i) for i in range(68))
+JAW_FEATURES = ("1", "yaw", "|yaw|")  # yaw in radians, see head_yaw
+
+
+def mirror68(points: np.ndarray, width: int) -> np.ndarray:
+    """iBUG-68 points ``[68, 2]`` of a face, as they are on the image mirrored left-right.
+
+    ``width`` is the image width in pixels (x is 0-based with the centre of the top-left pixel at
+    0, so x maps to ``width - 1 - x``).
+    """
+    points = np.asarray(points, np.float64)
+    if points.shape != (68, 2):
+        raise ValueError(f"mirror68: points must be [68, 2], got {points.shape}")
+    out = points[list(MIRROR_68)].copy()
+    out[:, 0] = width - 1 - out[:, 0]
+    return out
 
 
 def baseline68(landmarks: np.ndarray) -> np.ndarray:
@@ -112,17 +151,22 @@ def silhouette_side(xy: np.ndarray, oval: tuple[int, ...]) -> np.ndarray:
     "Outward" is the image normal of the oval polyline at that vertex, pointing away from the
     face centre (mean of all mesh points).
     """
-    chains = cheek_chains()
     pts = xy[list(oval)]
     center = xy[:468].mean(0)
     tangent = np.gradient(pts, axis=0)
     normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
     normal *= np.sign(np.sum(normal * (pts - center), axis=1, keepdims=True) + 1e-12)
-    out = np.empty_like(pts)
-    for i, v in enumerate(oval):
-        cand = xy[list(chains[v])]
-        out[i] = cand[np.argmax((cand - pts[i]) @ normal[i])]
-    return out
+    cand = xy[_chain_table(oval)]  # [len(oval), CHAIN_DEPTH, 2]
+    best = np.argmax(np.einsum("ocd,od->oc", cand - pts[:, None], normal), axis=1)
+    return cand[np.arange(len(oval)), best]
+
+
+@functools.lru_cache(maxsize=4)
+def _chain_table(oval: tuple[int, ...]) -> np.ndarray:
+    """``[len(oval), CHAIN_DEPTH]`` cheek-chain vertex ids, short chains padded with their last
+    vertex (a repeated candidate cannot change which one is outermost)."""
+    chains = cheek_chains()
+    return np.array([list(chains[v]) + [chains[v][-1]] * (CHAIN_DEPTH - len(chains[v])) for v in oval])
 
 
 def _resample(polyline: np.ndarray, end: float, n: int) -> np.ndarray:
@@ -137,19 +181,60 @@ def _resample(polyline: np.ndarray, end: float, n: int) -> np.ndarray:
     return np.stack([np.interp(targets, s, pts[:, d]) for d in range(2)], axis=1)
 
 
-def silhouette_jaw(landmarks: np.ndarray, contour_end: float) -> np.ndarray:
-    """Jaw points ``[17, 2]`` (iBUG 0..16) on the mesh silhouette."""
+def silhouette_jaw(landmarks: np.ndarray, contour_end: float,
+                   jaw_offsets: np.ndarray | None = None) -> np.ndarray:
+    """Jaw points ``[17, 2]`` (iBUG 0..16) on the mesh silhouette, moved by ``jaw_offsets``
+    ``[3, 17, 2]`` (see :class:`Ibug68Mapping`; these need the mesh's depth column)."""
     xy = np.asarray(landmarks)[:, :2]
     right = _resample(silhouette_side(xy, OVAL_TO_RIGHT), contour_end, 9)  # 8, 7, ..., 0
     left = _resample(silhouette_side(xy, OVAL_TO_LEFT), contour_end, 9)  # 8, 9, ..., 16
-    return np.concatenate([right[::-1], left[1:]], axis=0)
+    jaw = np.concatenate([right[::-1], left[1:]], axis=0)
+    if jaw_offsets is None:
+        return jaw
+    along, across = jaw_frame(jaw)
+    off = np.einsum("f,fpc->pc", jaw_features(landmarks), jaw_offsets) * face_size(xy)
+    return jaw + off[:, :1] * along + off[:, 1:] * across
+
+
+def jaw_frame(jaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors ``[17, 2]`` along the jaw polyline (towards higher point numbers) and across
+    it (the along vector turned by -90 degrees in image axes: into the face)."""
+    along = np.gradient(jaw, axis=0)
+    along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-12)
+    return along, np.stack([along[:, 1], -along[:, 0]], axis=1)
+
+
+def face_size(landmarks: np.ndarray) -> float:
+    """√(w·h) of the box of the baseline 68 points of a mesh ``[>=468, 2|3]`` (pixels)."""
+    return _label_scale(baseline68(landmarks))
+
+
+def head_yaw(landmarks: np.ndarray) -> float:
+    """Head yaw (radians; positive: the face turned towards image right) of a mesh ``[>=468, 3]``
+    (x, y pixels, z relative depth): rotation of the best rigid fit of the canonical face."""
+    mesh = np.asarray(landmarks, np.float64)
+    if mesh.ndim != 2 or mesh.shape[0] < 468 or mesh.shape[1] != 3:
+        raise ValueError(f"head_yaw: need mesh landmarks [>=468, 3] with depth, got {mesh.shape}")
+    canon, _ = canonical_mesh()
+    x = mesh[:468] * np.array([1.0, -1.0, -1.0])  # image axes (y down, z away) -> model axes
+    a, b = canon - canon.mean(0), x - x.mean(0)
+    u, _, vt = np.linalg.svd(b.T @ a)
+    r = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    return float(np.arctan2(r[0, 2], r[2, 2]))
+
+
+def jaw_features(landmarks: np.ndarray) -> np.ndarray:
+    """``[3]`` the terms the jaw offsets are linear in: :data:`JAW_FEATURES` of a mesh."""
+    yaw = head_yaw(landmarks)
+    return np.array([1.0, yaw, abs(yaw)])
 
 
 def apply_mapping(landmarks: np.ndarray, mapping: Ibug68Mapping) -> np.ndarray:
-    """``[68, 2]`` from mesh landmarks ``[>=468, 2|3]`` with a refined mapping."""
-    xy = np.asarray(landmarks)[:, :2]
-    inner = np.einsum("lk,lkd->ld", mapping.weights, xy[mapping.vertex_ids])
-    return np.concatenate([silhouette_jaw(xy, mapping.contour_end), inner], axis=0)
+    """``[68, 2]`` from mesh landmarks ``[>=468, 2|3]`` (``[>=468, 3]`` when the mapping has jaw
+    offsets) with a refined mapping."""
+    mesh = np.asarray(landmarks)
+    inner = np.einsum("lk,lkd->ld", mapping.weights, mesh[mapping.vertex_ids, :2])
+    return np.concatenate([silhouette_jaw(mesh, mapping.contour_end, mapping.jaw_offsets), inner], axis=0)
 
 
 def identity_mapping(contour_end: float = 11.0) -> Ibug68Mapping:
@@ -171,19 +256,46 @@ def _one_ring_ids() -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: float = 0.05,
-                contour_ends: tuple[float, ...] = tuple(np.arange(9.0, 12.51, 0.25))) -> Ibug68Mapping:
-    """Fit weights and contour end to labelled faces.
+def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: float = 0.005,
+                contour_ends: tuple[float, ...] = tuple(np.arange(9.0, 12.51, 0.25)),
+                jaw_terms: tuple[str, ...] = JAW_FEATURES, jaw_ridge: float = 0.1) -> Ibug68Mapping:
+    """Fit weights, contour end and jaw offsets to labelled faces.
+
+    Deterministic (closed-form ridge solves and an exhaustive search over ``contour_ends``).
 
     Args:
-      meshes: per face, mesh landmarks ``[>=468, 2|3]`` in image pixels.
+      meshes: per face, mesh landmarks ``[>=468, 3]`` in image pixels (``[>=468, 2]`` is enough
+        when ``jaw_terms`` is empty).
       targets: per face, iBUG-68 ground truth ``[68, 2]`` in the same pixels.
       ridge: penalty on weights moving away from the baseline vertex, in units of squared
         normalised error (coordinates are divided by each face's √(w·h) of its label box).
-      contour_ends: candidates for the jaw contour end; the one with the least jaw error wins.
+      contour_ends: candidates for the jaw contour end; the one with the least (training) jaw
+        error after its offsets are fitted wins.
+      jaw_terms: which of :data:`JAW_FEATURES` the jaw offsets may use (the others stay 0);
+        empty: no offsets (the silhouette points as they are).
+      jaw_ridge: ridge on the offsets' coefficients, per face.
     """
     if len(meshes) != len(targets) or not meshes:
         raise ValueError(f"fit_mapping: need equally many meshes and targets, got {len(meshes)}, {len(targets)}")
+    unknown = set(jaw_terms) - set(JAW_FEATURES)
+    if unknown:
+        raise ValueError(f"fit_mapping: unknown jaw_terms {sorted(unknown)}; expected some of {JAW_FEATURES}")
+    for i, t in enumerate(targets):
+        if np.shape(t) != (68, 2):
+            raise ValueError(f"fit_mapping: targets[{i}] must be [68, 2], got {np.shape(t)}")
+    ids, weights = _fit_inner(meshes, targets, ridge)
+    best = None
+    for end in contour_ends:
+        offsets = _fit_jaw_offsets(meshes, targets, float(end), jaw_terms, jaw_ridge)
+        err = sum(np.sum(((silhouette_jaw(m, end, offsets) - t[:17]) / _label_scale(t)) ** 2)
+                  for m, t in zip(meshes, targets))
+        if best is None or err < best[0]:
+            best = (err, float(end), offsets)
+    return Ibug68Mapping(vertex_ids=ids, weights=weights, contour_end=best[1], jaw_offsets=best[2])
+
+
+def _fit_inner(meshes, targets, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Barycentric one-ring weights ``[51, K]`` for points 17..67 (ridge towards the baseline)."""
     ids, mask = _one_ring_ids()
     scales = [_label_scale(t) for t in targets]
     weights = np.zeros_like(mask)
@@ -191,13 +303,32 @@ def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: floa
         n = int(mask[l].sum())
         # w = e0 + Q z with Q spanning sum-zero vectors: stays an affine combination
         q = np.vstack([-np.ones((1, n - 1)), np.eye(n - 1)])
-        a = np.concatenate([(m[ids[l, :n], :2].T @ q) / s for m, s in zip(meshes, scales)])
-        b = np.concatenate([(t[17 + l] - m[ids[l, 0], :2]) / s for m, t, s in zip(meshes, targets, scales)])
+        a = np.concatenate([(np.asarray(m)[ids[l, :n], :2].T @ q) / s for m, s in zip(meshes, scales)])
+        b = np.concatenate([(t[17 + l] - np.asarray(m)[ids[l, 0], :2]) / s
+                            for m, t, s in zip(meshes, targets, scales)])
         z = np.linalg.solve(a.T @ a + ridge * np.eye(n - 1), a.T @ b)
         weights[l, :n] = np.concatenate([[1.0], np.zeros(n - 1)]) + q @ z
-    jaw_err = [sum(np.sum(((silhouette_jaw(m, e) - t[:17]) / s) ** 2)
-                   for m, t, s in zip(meshes, targets, scales)) for e in contour_ends]
-    return Ibug68Mapping(vertex_ids=ids, weights=weights, contour_end=float(contour_ends[int(np.argmin(jaw_err))]))
+    return ids, weights
+
+
+def _fit_jaw_offsets(meshes, targets, contour_end: float, jaw_terms: tuple[str, ...],
+                     jaw_ridge: float) -> np.ndarray | None:
+    """``[3, 17, 2]`` ridge fit of the jaw offsets (see :class:`Ibug68Mapping`); None if no terms."""
+    if not jaw_terms:
+        return None
+    used = [JAW_FEATURES.index(t) for t in JAW_FEATURES if t in jaw_terms]
+    feats, resid = [], []
+    for m, t in zip(meshes, targets):
+        jaw = silhouette_jaw(m, contour_end)
+        along, across = jaw_frame(jaw)
+        d = (np.asarray(t)[:17] - jaw) / face_size(m)
+        feats.append(jaw_features(m)[used])
+        resid.append(np.stack([np.sum(d * along, 1), np.sum(d * across, 1)], axis=1).ravel())
+    x, y = np.array(feats), np.array(resid)
+    coef = np.linalg.solve(x.T @ x + jaw_ridge * len(x) * np.eye(len(used)), x.T @ y)
+    offsets = np.zeros((len(JAW_FEATURES), 17, 2))
+    offsets[used] = coef.reshape(len(used), 17, 2)
+    return offsets
 
 
 def _label_scale(target: np.ndarray) -> float:
@@ -206,20 +337,39 @@ def _label_scale(target: np.ndarray) -> float:
     return float(np.sqrt(span[0] * span[1]))
 
 
-def save_mapping(mapping: Ibug68Mapping, path: Path = REFINED_MAPPING_FILE) -> None:
+def save_mapping(mapping: Ibug68Mapping, path: Path = REFINED_MAPPING_FILE, **metadata) -> None:
+    """Write ``mapping`` (and ``metadata``: extra arrays/strings, e.g. how it was fitted)."""
+    offsets = np.zeros((len(JAW_FEATURES), 17, 2)) if mapping.jaw_offsets is None else mapping.jaw_offsets
     np.savez(path, vertex_ids=mapping.vertex_ids.astype(np.int32),
-             weights=mapping.weights.astype(np.float32), contour_end=np.float32(mapping.contour_end))
+             weights=mapping.weights.astype(np.float32), contour_end=np.float32(mapping.contour_end),
+             jaw_offsets=offsets.astype(np.float32), **metadata)
+
+
+def load_mapping(path: Path) -> Ibug68Mapping:
+    """Read a mapping written by :func:`save_mapping` (files without jaw offsets: none)."""
+    try:
+        d = np.load(path)
+        offsets = d["jaw_offsets"].astype(np.float64) if "jaw_offsets" in d.files else None
+        mapping = Ibug68Mapping(vertex_ids=d["vertex_ids"].astype(np.int64),
+                                weights=d["weights"].astype(np.float64),
+                                contour_end=float(d["contour_end"]), jaw_offsets=offsets)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"load_mapping: {path} is not a 468->68 mapping file: {e}") from None
+    if mapping.weights.shape != mapping.vertex_ids.shape or mapping.weights.shape[0] != 51 or (
+            offsets is not None and offsets.shape != (len(JAW_FEATURES), 17, 2)):
+        raise ValueError(f"load_mapping: {path}: bad shapes vertex_ids {mapping.vertex_ids.shape}, "
+                         f"weights {mapping.weights.shape}, jaw_offsets {None if offsets is None else offsets.shape}")
+    return mapping
 
 
 @functools.lru_cache(maxsize=1)
 def refined_mapping() -> Ibug68Mapping:
-    """The packaged refined mapping (fitted on the labelled dev photos by
-    ``benchmarks/landmarks.py --write-mapping``); the identity mapping if none is packaged."""
+    """The packaged refined mapping (``tools/build_ibug68_mapping.py``: fitted to dlib's 68-point
+    predictor on photos other than the labelled test photos); the identity mapping if none is
+    packaged."""
     if not REFINED_MAPPING_FILE.is_file():
         return identity_mapping()
-    d = np.load(REFINED_MAPPING_FILE)
-    return Ibug68Mapping(vertex_ids=d["vertex_ids"].astype(np.int64),
-                         weights=d["weights"].astype(np.float64), contour_end=float(d["contour_end"]))
+    return load_mapping(REFINED_MAPPING_FILE)
 
 
 def refined68(landmarks: np.ndarray, mapping: Ibug68Mapping | None = None) -> np.ndarray:
