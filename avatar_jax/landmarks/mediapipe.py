@@ -12,18 +12,29 @@ packaged ``.tflite`` models (Apache-2.0, see ``data/README.md``):
   projected back through the rotated ROI (``face_landmark_cpu.pbtxt``,
   ``LandmarkProjectionCalculator``); the face-presence logit is a sigmoid.
 * Second pass: ROI from the first pass's landmarks (tight box of the 468 points, rotation from
-  landmark 33 -> 133, x1.5 squared: ``face_landmark_landmarks_to_roi``) and the mesh is run again,
-  as MediaPipe does for the next video frame.
+  the outer eye corners 33 -> 263, x1.5 squared: ``face_landmark_landmarks_to_roi``) and the mesh
+  is run again, as MediaPipe does for the next video frame. MediaPipe's static-image mode runs
+  one pass only (:meth:`FaceMeshPipeline.official`).
 * ``iris_landmark`` (64x64, RGB in [0, 1]): per eye, a ROI from the two eye corners (33/133 and
   362/263, x2.3 squared), the 362/263 eye crop flipped horizontally (the model is trained on one
   side only). Its 71 eye-contour points replace the mesh's eye points
   (``UpdateFaceLandmarksCalculator``'s index list) and its 5 iris points become 468..477, the
-  ordering of MediaPipe's 478-point attention mesh (468 = iris centre of the 33/133 eye).
+  ordering of MediaPipe's 478-point attention mesh (468 = iris centre of the 33/133 eye; then the
+  image-right, top, image-left, bottom iris points of each eye).
   Deviation: only x and y of the eye points are replaced; their z stays the mesh's, and the iris z
   is shifted into the mesh's depth frame, so that all 478 z values share one reference.
 
 Coordinates returned are image pixels with the centre of the top-left pixel at (0, 0); z is in
 pixels too (MediaPipe scales z like x), relative, smaller = closer to the camera.
+
+Crop grid: MediaPipe's OpenCV crops map the ROI corners to crop *indices* 0 and S, so crop pixel
+``i`` samples half a crop pixel up-left of the centre of the ROI's ``i``-th cell, while the model
+outputs are projected back as if centred (``x / S - 0.5``). The default ``grid="centres"``
+samples the cell centres instead (and centres the full-frame detector ROI on the image centre);
+mirrored crops put the detector's and iris model's symmetry centre at S/2, i.e. on this grid.
+``grid="mediapipe"`` reproduces MediaPipe exactly: :meth:`FaceMeshPipeline.official` matches
+``FaceMesh(static_image_mode=True)`` to ~0.1 px (``tests/test_mediapipe_reference.py``,
+docs/landmarks.md); its coordinates are MediaPipe's normalised values times the image size.
 
 Small faces: the short-range detector sees the whole image at 128x128, so faces below about
 1/6 of the long image side are missed. :func:`tile_levels` covers the image with overlapping
@@ -50,6 +61,7 @@ DETECTOR_SIZE = 128
 MESH_SIZE = 192
 IRIS_SIZE = 64
 NUM_MESH = 468
+CROP_GRIDS = ("centres", "mediapipe")
 
 # UpdateFaceLandmarksCalculator (mediapipe/graphs/iris_tracking): the 71 mesh ids refined by the
 # iris model's eye-contour output, for the 33/133 eye and then the 362/263 eye.
@@ -120,39 +132,62 @@ class MeshResult:
 
 # ----------------------------------------------------------------------------- geometry
 
-def roi_to_image_matrix(roi: Roi, out_size: int) -> np.ndarray:
-    """``[2, 3]`` affine map from crop pixel indices (of an ``out_size`` square) to image pixels."""
+def roi_to_image_matrix(roi: Roi, out_size: int, edge: float = 0.0) -> np.ndarray:
+    """``[2, 3]`` affine map from crop pixel indices (of an ``out_size`` square) to image pixels.
+
+    ``edge``: the crop index (in x and in y) that the ROI's top-left corner maps to. -0.5 is the
+    pixel-centre grid (the ROI edges are the crop's outer pixel edges, so crop pixel ``i`` samples
+    the centre of the ``i``-th of ``out_size`` equal cells); 0 is MediaPipe's grid (its OpenCV
+    converter maps the ROI corners to crop *indices* 0 and ``out_size``, half a crop pixel up-left
+    of the cell centres). With ``edge=0`` the same matrix maps the models' continuous output
+    coordinates to image pixels (see :func:`project`).
+    """
     c, s = math.cos(roi.rotation), math.sin(roi.rotation)
     rot = np.array([[c, -s], [s, c]])
-    # continuous coords (pixel centres at +0.5) on both sides, so the ROI edges map to crop edges
     linear = rot * (roi.size / out_size)
-    offset = np.asarray(roi.center, np.float64) + rot @ np.full(2, (0.5 / out_size - 0.5) * roi.size)
+    offset = np.asarray(roi.center, np.float64) - rot @ np.full(2, (0.5 + edge / out_size) * roi.size)
     return np.concatenate([linear, offset[:, None]], axis=1)
 
 
-def crop(image: np.ndarray, roi: Roi, out_size: int, border: int, antialias: bool = True) -> np.ndarray:
+def crop(image: np.ndarray, roi: Roi, out_size: int, border: int, antialias: bool = True,
+         grid: str = "centres") -> np.ndarray:
     """Rotated square crop ``[out_size, out_size, 3]`` uint8 of ``image`` ``[H, W, 3]``.
 
+    ``grid``: ``"centres"`` samples the crop pixel centres (ROI corner at crop index -0.5),
+    ``"mediapipe"`` MediaPipe's grid (ROI corner at crop index 0, see :func:`roi_to_image_matrix`).
     MediaPipe samples bilinearly at the output resolution, which aliases when the ROI is much
     larger than the crop. With ``antialias`` the crop is first sampled at up to 4x the output size
-    and then area-averaged down (``cv2.INTER_AREA``).
+    and then area-averaged down (``cv2.INTER_AREA``), on a grid whose block means are the
+    requested grid.
     """
-    factor = min(4, int(roi.size // out_size)) if antialias else 1
-    size = out_size * max(factor, 1)
-    patch = cv2.warpAffine(image, roi_to_image_matrix(roi, size), (size, size),
+    edge = _grid_edge(grid)
+    factor = max(1, min(4, int(roi.size // out_size))) if antialias else 1
+    size = out_size * factor
+    # a block of `factor` fine samples averages to the coarse sample at index i when the fine
+    # grid's ROI corner sits at factor * edge + (factor - 1) / 2
+    matrix = roi_to_image_matrix(roi, size, factor * edge + (factor - 1) / 2)
+    patch = cv2.warpAffine(image, matrix, (size, size),
                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
     if size == out_size:
         return patch
     return cv2.resize(patch, (out_size, out_size), interpolation=cv2.INTER_AREA)
 
 
-def project(points: np.ndarray, roi: Roi, out_size: int) -> np.ndarray:
-    """Map ``[N, 2|3]`` crop-pixel coordinates (model output, continuous) to image pixels.
+def _grid_edge(grid: str) -> float:
+    if grid not in CROP_GRIDS:
+        raise ValueError(f"grid must be one of {CROP_GRIDS}, got {grid!r}")
+    return -0.5 if grid == "centres" else 0.0
 
-    z (if present) is scaled like x: ``z * roi.size / out_size`` (LandmarkProjectionCalculator).
+
+def project(points: np.ndarray, roi: Roi, out_size: int) -> np.ndarray:
+    """Map ``[N, 2|3]`` crop coordinates (model output) to image pixels.
+
+    ``x`` in crop units goes to ``centre + R ((x / out_size - 0.5) size)``, MediaPipe's
+    LandmarkProjectionCalculator for either crop grid. z (if present) is scaled like x:
+    ``z * roi.size / out_size``.
     """
-    m = roi_to_image_matrix(roi, out_size)
-    xy = (points[:, :2] - 0.5) @ m[:, :2].T + m[:, 2]
+    m = roi_to_image_matrix(roi, out_size, 0.0)
+    xy = points[:, :2] @ m[:, :2].T + m[:, 2]
     if points.shape[1] == 2:
         return xy
     return np.concatenate([xy, points[:, 2:3] * (roi.size / out_size)], axis=1)
@@ -177,10 +212,11 @@ def detection_to_roi(det: Detection) -> Roi:
 
 
 def landmarks_to_roi(landmarks: np.ndarray) -> Roi:
-    """Face ROI from mesh landmarks ``[>=468, 2|3]``: tight box, rotation 33 -> 133, x1.5."""
+    """Face ROI from mesh landmarks ``[>=468, 2|3]``: tight box, rotation from the outer eye
+    corners 33 -> 263, x1.5 (``face_landmark_landmarks_to_roi``)."""
     xy = landmarks[:NUM_MESH, :2]
     box = np.concatenate([xy.min(0), xy.max(0)])
-    return rect_to_roi(box, rotation_from(xy[33], xy[133]), 1.5)
+    return rect_to_roi(box, rotation_from(xy[33], xy[263]), 1.5)
 
 
 def eye_roi(corner_a: np.ndarray, corner_b: np.ndarray) -> Roi:
@@ -312,11 +348,20 @@ class FaceMeshPipeline:
       min_face: smallest face side (pixels of the original image) the tiled pass aims to find.
       antialias: area-average crops that shrink the image by 2x or more (see :func:`crop`);
         False samples bilinearly like MediaPipe.
+      grid: crop sampling grid, ``"centres"`` (crop pixel centres; the models' outputs are
+        centred on them, see docs/landmarks.md) or ``"mediapipe"`` (MediaPipe's grid, half a crop
+        pixel up-left, and its full-frame detector ROI centred at (W/2, H/2)). With
+        ``"mediapipe"`` every coordinate is MediaPipe's normalised value times the image size.
+
+    :meth:`official` builds the configuration that reproduces MediaPipe's FaceMesh in static-image
+    mode (``refine_landmarks=False``).
     """
 
     def __init__(self, num_threads: int = 1, min_detection_score: float = 0.5,
                  min_presence: float = 0.5, iris: bool = True, two_pass: bool = True,
-                 max_side: int = 4096, min_face: float = 40.0, antialias: bool = True):
+                 max_side: int = 4096, min_face: float = 40.0, antialias: bool = True,
+                 grid: str = "centres"):
+        _grid_edge(grid)  # validate before loading models
         self.detector = _Model("face_detection_short_range", ("regressors", "classificators"), num_threads)
         self.mesh = _Model("face_landmark", ("conv2d_21", "conv2d_31"), num_threads)
         self.iris = _Model("iris_landmark", ("output_eyes_contours_and_brows", "output_iris"),
@@ -327,11 +372,20 @@ class FaceMeshPipeline:
         self.max_side = max_side
         self.min_face = min_face
         self.antialias = antialias
+        self.grid = grid
+
+    @classmethod
+    def official(cls, num_threads: int = 1, **kwargs) -> "FaceMeshPipeline":
+        """MediaPipe FaceMesh, ``static_image_mode=True``, ``refine_landmarks=False``: one mesh pass
+        on the detection ROI, plain bilinear crops on MediaPipe's grid, no iris. Call it with
+        ``small_faces=False`` (MediaPipe does not tile)."""
+        options = dict(iris=False, two_pass=False, antialias=False, grid="mediapipe")
+        return cls(num_threads=num_threads, **(options | kwargs))
 
     # -- stages ---------------------------------------------------------------------------
     def detect_in(self, image: np.ndarray, roi: Roi, border: int = cv2.BORDER_CONSTANT) -> list[Detection]:
         """Run BlazeFace on the (axis-aligned) square ``roi`` of ``image``; image-pixel detections."""
-        patch = crop(image, roi, DETECTOR_SIZE, border, self.antialias)
+        patch = crop(image, roi, DETECTOR_SIZE, border, self.antialias, self.grid)
         regressors, logits = self.detector(patch.astype(np.float32) / 127.5 - 1.0)
         boxes, kps, scores = decode_detections(regressors, logits[:, 0], self.min_detection_score)
         dets = []
@@ -344,7 +398,10 @@ class FaceMeshPipeline:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Full-frame detection, letterboxed to the detector's square input."""
         h, w = image.shape[:2]
-        return self.detect_in(image, Roi(center=np.array([(w - 1) / 2, (h - 1) / 2]), size=float(max(w, h))))
+        # MediaPipe's full-image ROI is centred at (W/2, H/2) in its coordinates
+        shift = 0.0 if self.grid == "mediapipe" else 0.5
+        center = np.array([w / 2 - shift, h / 2 - shift])
+        return self.detect_in(image, Roi(center=center, size=float(max(w, h))))
 
     def detect_tiled(self, image: np.ndarray, level_rois: list[Roi]) -> list[Detection]:
         """Detections from every tile of one level, merged by weighted NMS."""
@@ -352,7 +409,7 @@ class FaceMeshPipeline:
 
     def landmarks_in(self, image: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """Mesh model on ``roi``: ``[468, 3]`` image-pixel landmarks and presence probability."""
-        patch = crop(image, roi, MESH_SIZE, cv2.BORDER_REPLICATE, self.antialias)
+        patch = crop(image, roi, MESH_SIZE, cv2.BORDER_REPLICATE, self.antialias, self.grid)
         raw, logit = self.mesh(patch.astype(np.float32) / 255.0)
         presence = float(1.0 / (1.0 + np.exp(-float(np.ravel(logit)[0]))))
         return project(raw.reshape(NUM_MESH, 3), roi, MESH_SIZE), presence
@@ -363,14 +420,17 @@ class FaceMeshPipeline:
         for ids, (a, b), flip, first_iris in ((EYE_CONTOUR_IDS_33, (33, 133), False, 468),
                                                (EYE_CONTOUR_IDS_263, (362, 263), True, 473)):
             roi = eye_roi(landmarks[a, :2], landmarks[b, :2])
-            patch = crop(image, roi, IRIS_SIZE, cv2.BORDER_REPLICATE, self.antialias)
+            patch = crop(image, roi, IRIS_SIZE, cv2.BORDER_REPLICATE, self.antialias, self.grid)
             if flip:
                 patch = patch[:, ::-1]
             contour, iris = self.iris(np.ascontiguousarray(patch, np.float32) / 255.0)
             contour, iris = contour.reshape(71, 3).copy(), iris.reshape(5, 3).copy()
             if flip:
                 contour[:, 0] = IRIS_SIZE - contour[:, 0]
+                # mirroring swaps the iris's image-right and image-left points (1 and 3); the
+                # 478-point ordering has 469/474 on the image right for both eyes
                 iris[:, 0] = IRIS_SIZE - iris[:, 0]
+                iris = iris[[0, 3, 2, 1, 4]]
             contour, iris = project(contour, roi, IRIS_SIZE), project(iris, roi, IRIS_SIZE)
             ids = np.asarray(ids)
             out[ids, :2] = contour[:, :2]
