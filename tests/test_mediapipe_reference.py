@@ -297,6 +297,40 @@ def _configs_report() -> None:
               f"{len(err[False][1])} | {100 * np.mean(err[False][1]):.2f} |")
 
 
+def _flip_report() -> None:
+    """Where each model puts the crop's mirror axis: run it on a crop and on the crop mirrored;
+    for a mirror-symmetric point set (mesh, iris contour, detector keypoints of one face) the
+    mean of x + x_mirrored is the model's 2 * centre: S on the pixel-centre grid, S - 1 on an
+    index grid. Crops: the official ROIs of the faces MediaPipe found."""
+    pipe = M.FaceMeshPipeline(iris=True)
+    sums = {"mesh (S=192)": [], "detector keypoints (S=128)": [], "iris (S=64)": []}
+
+    def both(model, patch, scale, offset=0.0):
+        """Model outputs on the crop and on the crop mirrored left-right."""
+        return [model(np.ascontiguousarray(p, np.float32) * scale - offset) for p in (patch, patch[:, ::-1])]
+
+    for i in image_indices():
+        image = _image(i)
+        for lm in _per_image("mesh_landmarks", i):
+            roi = M.landmarks_to_roi(lm.astype(np.float64))
+            a, b = both(pipe.mesh, M.crop(image, roi, 192, cv2.BORDER_REPLICATE, False), 1 / 255)
+            sums["mesh (S=192)"].append(a[0].reshape(468, 3)[:, 0].mean() + b[0].reshape(468, 3)[:, 0].mean())
+            a, b = both(pipe.detector, M.crop(image, roi, 128, cv2.BORDER_CONSTANT, False), 1 / 127.5, 1.0)
+            ka, kb = (M.decode_detections(r[0], r[1][:, 0], 0.0) for r in (a, b))
+            sums["detector keypoints (S=128)"].append(
+                128 * (ka[1][ka[2].argmax(), :, 0].mean() + kb[1][kb[2].argmax(), :, 0].mean()))
+            eye = M.eye_roi(lm[33, :2].astype(np.float64), lm[133, :2].astype(np.float64))
+            a, b = both(pipe.iris, M.crop(image, eye, 64, cv2.BORDER_REPLICATE, False), 1 / 255)
+            sums["iris (S=64)"].append(a[1].reshape(5, 3)[:, 0].mean() + b[1].reshape(5, 3)[:, 0].mean())
+    print("\n| model | faces | mean of x + x_mirrored | median | pixel-centre grid | index grid |")
+    print("|---|---|---|---|---|---|")
+    for name, v in sums.items():
+        size = int(name.split("S=")[1][:-1])
+        print(f"| {name} | {len(v)} | {np.mean(v):.2f} +- {np.std(v) / np.sqrt(len(v)):.2f} | "
+              f"{np.median(v):.2f} | {size} | {size - 1} |")
+
+
 if __name__ == "__main__":
     _report()
+    _flip_report()
     _configs_report()
