@@ -13,7 +13,7 @@ landmarks' box, in %. Faces are matched by the IoU of the landmark boxes.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import lru_cache, cache
 from pathlib import Path
 
 import cv2
@@ -38,7 +38,7 @@ def _path(name: str) -> Path:
     return SHARED / name if name.startswith("testdata/") else REPO / name
 
 
-@lru_cache(maxsize=None)
+@cache
 def _image(index: int) -> np.ndarray:
     return load_image(_path(str(reference()["images"][index])))
 
@@ -70,7 +70,7 @@ def nme_between(ours: np.ndarray, official: np.ndarray) -> float:
     return 100.0 * float(np.linalg.norm(ours[:468, :2] - official[:468, :2], axis=1).mean() / scale)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pipeline(kind: str) -> M.FaceMeshPipeline:
     cv2.setNumThreads(1)
     if kind == "official":
@@ -80,7 +80,7 @@ def pipeline(kind: str) -> M.FaceMeshPipeline:
     return M.FaceMeshPipeline()  # the package default
 
 
-@lru_cache(maxsize=None)
+@cache
 def run(kind: str, index: int) -> tuple[list[np.ndarray], list[M.Detection]]:
     """Our meshes (no tiled pass: MediaPipe does not tile) and full-frame detections."""
     pipe, image = pipeline(kind), _image(index)

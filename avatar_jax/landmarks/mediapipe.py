@@ -375,7 +375,7 @@ class FaceMeshPipeline:
         self.grid = grid
 
     @classmethod
-    def official(cls, num_threads: int = 1, **kwargs) -> "FaceMeshPipeline":
+    def official(cls, num_threads: int = 1, **kwargs) -> FaceMeshPipeline:
         """MediaPipe FaceMesh, ``static_image_mode=True``, ``refine_landmarks=False``: one mesh pass
         on the detection ROI, plain bilinear crops on MediaPipe's grid, no iris. Call it with
         ``small_faces=False`` (MediaPipe does not tile)."""
