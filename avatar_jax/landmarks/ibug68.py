@@ -296,7 +296,7 @@ def fit_mapping(meshes: list[np.ndarray], targets: list[np.ndarray], ridge: floa
 
     Args:
       meshes: per face, mesh landmarks ``[>=468, 3]`` in image pixels (``[>=468, 2]`` is enough
-        when ``jaw_terms`` is empty).
+        when ``jaw_terms`` and ``inner_terms`` are empty).
       targets: per face, iBUG-68 ground truth ``[68, 2]`` in the same pixels.
       ridge: penalty on weights moving away from the baseline vertex, in units of squared
         normalised error (coordinates are divided by each face's √(w·h) of its label box).
@@ -438,5 +438,6 @@ def refined_mapping() -> Ibug68Mapping:
 
 
 def refined68(landmarks: np.ndarray, mapping: Ibug68Mapping | None = None) -> np.ndarray:
-    """``[68, 2]`` with the silhouette jaw and the packaged (or given) refined mapping."""
+    """``[68, 2]`` from mesh landmarks ``[>=468, 3]`` with the silhouette jaw and the packaged (or
+    given) refined mapping (``[>=468, 2]`` will do for a mapping without offsets)."""
     return apply_mapping(landmarks, refined_mapping() if mapping is None else mapping)
