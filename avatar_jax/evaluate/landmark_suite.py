@@ -174,6 +174,6 @@ def run_landmark_suite(data_dir: str | Path, config=None, names=None, model=None
     mean = {key: float(np.nanmean([getattr(f, key) for f in faces]))
             if any(np.isfinite(getattr(f, key)) for f in faces) else float("nan")
             for key in ("nme_detected", "nme_fitted", "nme_fit_to_labels")}
-    notes = ["the detector's refined 468->68 mapping was fitted on these same photos, so the "
-             "'detected' NME is optimistic (leave-one-out numbers: docs/landmarks.md)"]
+    notes = ["the detector's packaged 468->68 mapping was fitted to dlib's predictor on other photos "
+             "(tools/build_ibug68_mapping.py), never on these: the 'detected' NME is held out"]
     return LandmarkSuiteResults(faces, mean, dict(detect=detect_s, fit=fit_s), str(data_dir), notes)
