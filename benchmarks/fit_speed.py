@@ -146,7 +146,7 @@ def main(argv=None):
         print(f"\nsame {peer['n']} images: eos-py reprojection {peer['reproj_px']:.3f} px, "
               f"ours (landmark-only) {peer['ours_reproj_px']:.3f} px")
     if args.processes:
-        print(f"\n| mode | processes x B | ms/image (aggregate) | images/s | vs one process |")
+        print("\n| mode | processes x B | ms/image (aggregate) | images/s | vs one process |")
         print("|---|---|---|---|---|")
         single = {r["mode"]: r for r in rows if r["batch"] == 256}
         for r in run_processes(args.processes, 256, max(args.repeats, 5), args.noise):
