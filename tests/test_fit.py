@@ -143,6 +143,29 @@ def test_reported_linear_term_energies_match_the_fitted_shape(model, clean_batch
         assert np.all(expected > 0), t.name
 
 
+def test_robust_kernel_ignores_outlier_landmarks(model):
+    """Geman-McClure El (a config swap, experiments/robust_landmarks.py): 6 of the 51 inner
+    landmarks moved by ~40 px. Guards the two-start choice too, which must compare the true
+    robust energy (comparing IRLS-weighted costs picked the start with every landmark far off:
+    47 px inlier error)."""
+    from avatar_jax.fit import GemanMcClure
+
+    batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(7), 8, noise_px=1.0))
+    rng = np.random.default_rng(0)
+    lm, bad = np.array(batch.landmarks), np.zeros((8, 68), bool)
+    for i in range(8):
+        idx = rng.choice(np.arange(17, 68), 6, replace=False)
+        bad[i, idx] = True
+        lm[i, idx] += 40.0 * rng.normal(size=(6, 2)) / np.sqrt(2)
+    errors = {}
+    for name, cfg in (("squared", FitConfig(method="gauss_newton")),
+                      ("robust", FitConfig(method="gauss_newton", landmark_kernel=GemanMcClure(5.0)))):
+        res = fit(lm, batch.image_sizes, config=cfg, model=model)
+        errors[name] = np.linalg.norm(np.asarray(res.landmarks2d) - batch.clean_landmarks, axis=-1)[~bad].mean()
+    print(f"inlier reprojection px: {errors}")
+    assert errors["robust"] < 2.0 and errors["robust"] < 0.5 * errors["squared"]
+
+
 def test_second_call_does_not_recompile(model, clean_batch):
     fit(clean_batch.landmarks[:5], clean_batch.image_sizes[:5], model=model)
     before = F._fit_jit._cache_size()

@@ -439,6 +439,13 @@ def _depth_flipped(pose):
     return pose.at[:2].set(-pose[:2])
 
 
+def _energy(ops, config, data, state: _State):
+    """Total energy E of a state (robust landmark kernel included), the linear terms under the lag
+    that built its shape."""
+    terms = _camera_energy_terms(config, data, state, state.points[state.sel])
+    return sum(terms.values()) + _state_prior_cost(ops, state, state.lag_prev)
+
+
 def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,
              image_size, base_vertices):
     data, valid = _image_data(ops, targets, confidence, image_size, base_vertices)
@@ -456,10 +463,13 @@ def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, co
         s, before, after = _step(ops, config, data, s)
         return s, (before, after)
 
-    # First iteration from both EPnP's pose and its depth-flipped twin; keep the lower energy.
+    # First iteration from both EPnP's pose and its depth-flipped twin; keep the lower energy
+    # (the true one: with a robust kernel the step's IRLS-weighted cost favours the start whose
+    # landmarks are all far off, as it down-weights them).
     starts = jax.tree.map(lambda a, b: jnp.stack([a, b]), start(pose0), start(_depth_flipped(pose0)))
     firsts, (before0, after0) = jax.vmap(lambda st: body(st, None))(starts)
-    pick = jnp.argmin(jnp.where(jnp.isfinite(after0), after0, jnp.inf))
+    energy0 = jax.vmap(lambda st: _energy(ops, config, data, st))(firsts)
+    pick = jnp.argmin(jnp.where(jnp.isfinite(energy0), energy0, jnp.inf))
     state = jax.tree.map(lambda a: a[pick], firsts)
     state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations - 1)
     before = jnp.concatenate([before0[pick][None], before])
