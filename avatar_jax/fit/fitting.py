@@ -136,10 +136,10 @@ def _term_energy_operators(prior: MarginalPrior, terms, key: str, dtype):
     ``A - A_lag`` (energy ``|A x|^2``); terms with more rows than z has entries get a dense
     ``U [m, m]`` with ``|U z|^2 = |A G z|^2`` (U from the eigendecomposition of ``(A G)^T A G``),
     which under jit is ~10x faster than the sparse product with the 3V-row Laplacian."""
-    G = np.hstack([np.asarray(prior.gain, np.float64), np.asarray(prior.lag_basis, np.float64)])
-    big = [t.A.shape[0] > G.shape[1] for t in terms]
+    big = [t.A.shape[0] > prior.gain.shape[1] + prior.lag_basis.shape[1] for t in terms]
 
-    def factors():
+    def factors():  # only on a cache miss: G is 40 MB in float64
+        G = np.hstack([np.asarray(prior.gain, np.float64), np.asarray(prior.lag_basis, np.float64)])
         out = {}
         for i, t in enumerate(terms):
             if big[i]:
