@@ -62,14 +62,14 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(pred - gt, axis=1).mean() / ibug68._label_scale(gt))
 
 
-def match(meshes: list[np.ndarray], gt: np.ndarray) -> np.ndarray | None:
-    """The detected mesh whose baseline-68 centroid is nearest the label centroid, if within
-    half the label box size."""
-    if not meshes:
+def match(faces: list[np.ndarray], gt: np.ndarray, to68=ibug68.baseline68) -> np.ndarray | None:
+    """The detected face (mesh, or 68 points with ``to68=None``) whose 68-point centroid is
+    nearest the label centroid, if within half the label box size."""
+    if not faces:
         return None
-    d = [np.linalg.norm(ibug68.baseline68(m).mean(0) - gt.mean(0)) for m in meshes]
+    d = [np.linalg.norm((to68(f) if to68 else f).mean(0) - gt.mean(0)) for f in faces]
     best = int(np.argmin(d))
-    return meshes[best] if d[best] < 0.5 * ibug68._label_scale(gt) else None
+    return faces[best] if d[best] < 0.5 * ibug68._label_scale(gt) else None
 
 
 def dlib_available() -> bool:
@@ -84,12 +84,7 @@ def match_dlib(image: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
     """dlib's 68 points for the face nearest the labels (same rule as :func:`match`), or None."""
     if not dlib_available():
         return None
-    faces = [f.landmarks68 for f in detect_faces_dlib(image, upsample=1)]
-    if not faces:
-        return None
-    d = [np.linalg.norm(f.mean(0) - gt.mean(0)) for f in faces]
-    best = int(np.argmin(d))
-    return faces[best] if d[best] < 0.5 * ibug68._label_scale(gt) else None
+    return match([f.landmarks68 for f in detect_faces_dlib(image, upsample=1)], gt, to68=None)
 
 
 def yaw_degrees(mesh: np.ndarray) -> float:
