@@ -425,3 +425,87 @@ def test_batched_least_squares_chunks_equal_vmap():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="leading batch axis"):
         batched_least_squares(decay_residual, p0, ys[:3])
+
+
+# ------------------------------------------------------------------------------------------
+# refresh: auxiliary inputs updated every iteration (ICP correspondences), damping schedules
+
+
+def _rigid_2d(p, pts):
+    c, s = jnp.cos(p[0]), jnp.sin(p[0])
+    return pts @ jnp.array([[c, s], [-s, c]]) + p[1:]
+
+
+def _icp_residual(p, source, target, match):
+    return _rigid_2d(p, source) - target[match]
+
+
+def _nearest(p, source, target, match):
+    d = jnp.sum((_rigid_2d(p, source)[:, None] - target[None]) ** 2, -1)
+    return source, target, jnp.argmin(d, axis=1).astype(match.dtype)
+
+
+def test_refresh_runs_icp_with_correspondences_repicked_each_iteration():
+    """Point-to-point ICP: the correspondences are args that ``refresh`` re-picks from the
+    current pose. With the initial (wrong, nearest-at-start) matches kept fixed the solve stops
+    at their least-squares pose; with refresh it recovers the true rotation and translation."""
+    rng = np.random.default_rng(3)
+    target = jnp.asarray(rng.uniform(-1, 1, (40, 2)), jnp.float32)
+    truth = jnp.array([0.15, 0.08, -0.05])
+    inv = lambda q: jnp.array([-q[0], *(-(q[1:] @ jnp.array([[jnp.cos(q[0]), -jnp.sin(q[0])],  # noqa: E731
+                                                                [jnp.sin(q[0]), jnp.cos(q[0])]])))])
+    source = _rigid_2d(inv(truth), target)  # target = rigid(truth) of source, matches shuffled below
+    p0 = jnp.zeros(3)
+    args = _nearest(p0, source, target, jnp.zeros(40, jnp.int32))
+    fixed = least_squares(_icp_residual, p0, *args, iterations=30)
+    icp = least_squares(_icp_residual, p0, *args, iterations=30, refresh=_nearest)
+    np.testing.assert_allclose(icp.params, truth, atol=1e-4)
+    assert float(icp.cost) < 1e-8
+    assert np.abs(np.asarray(fixed.params) - np.asarray(truth)).max() > 1e-2
+    np.testing.assert_array_equal(icp.args[2], np.arange(40))  # final correspondences returned
+    assert np.all(np.asarray(icp.cost_history) <= np.asarray(icp.linearization_cost_history) + 1e-7)
+
+
+def test_refresh_is_batched_and_rejects_implicit_differentiation():
+    rng = np.random.default_rng(4)
+    target = jnp.asarray(rng.uniform(-1, 1, (3, 30, 2)), jnp.float32)
+    source = target - jnp.array([0.1, -0.05])
+    args = (source, target, jnp.zeros((3, 30), jnp.int32))
+    solve = jax.jit(jax.vmap(lambda s, t, m: least_squares(_icp_residual, jnp.zeros(3), s, t, m, iterations=10,
+                                                           refresh=_nearest)))
+    out = solve(*args)
+    one = least_squares(_icp_residual, jnp.zeros(3), source[1], target[1], args[2][1], iterations=10,
+                        refresh=_nearest)
+    np.testing.assert_allclose(out.params[1], one.params, atol=1e-6)
+    np.testing.assert_allclose(out.params[:, 1:], np.tile([0.1, -0.05], (3, 1)), atol=1e-5)
+    with pytest.raises(ValueError, match="refresh needs differentiation='unrolled'"):
+        least_squares(_icp_residual, jnp.zeros(3), source[0], target[0], args[2][0], refresh=_nearest,
+                      differentiation="implicit")
+    with pytest.raises(ValueError, match="refresh must return args"):
+        least_squares(_icp_residual, jnp.zeros(3), source[0], target[0], args[2][0],
+                      refresh=lambda p, s, t, m: (s, t))
+
+
+def test_factor_damping_schedule():
+    from avatar_jax.solve import FactorDamping
+
+    upd = FactorDamping(decrease=0.3, increase=10.0, restart=0.1)
+    lam, _ = upd(jnp.asarray(0.0), 2.0, jnp.asarray(False), 0.0)
+    assert float(lam) == pytest.approx(0.1)  # restart from an undamped start
+    lam, _ = upd(jnp.asarray(0.5), 2.0, jnp.asarray(False), 0.0)
+    assert float(lam) == pytest.approx(5.0)
+    lam, _ = upd(jnp.asarray(0.5), 2.0, jnp.asarray(True), 0.9)
+    assert float(lam) == pytest.approx(0.15)
+    # starting undamped, LM with this schedule takes exactly the Gauss-Newton steps while they
+    # lower the cost (they all do on this mildly nonlinear fit)
+    t = jnp.linspace(0.0, 2.0, 12)
+
+    def expfit(p):
+        return p[0] * jnp.exp(p[1] * t) - 2.0 * jnp.exp(-0.5 * t)
+
+    res_lm = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3, initial_damping=0.0,
+                           damping_update=upd)
+    res_gn = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3, method="gauss_newton")
+    assert np.all(np.diff(np.asarray(res_gn.cost_history)) < 0)
+    np.testing.assert_array_equal(res_lm.params, res_gn.params)
+    assert float(res_lm.damping) == 0.0

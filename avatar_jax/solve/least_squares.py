@@ -55,6 +55,7 @@ Differentiation (``differentiation=``):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, Callable
 
@@ -95,20 +96,54 @@ class LeastSquaresResult:
       cost: ``[]`` final ``0.5 · ‖r‖²``.
       initial_cost: ``[]`` cost at ``params0``.
       cost_history: ``[iterations]`` cost after each iteration (constant once frozen).
+      linearization_cost_history: ``[iterations]`` cost at the point each iteration linearised,
+        under that iteration's ``args`` (after ``refresh``; without it, the previous iteration's
+        cost). An LM iteration never ends above it.
       iterations: ``[]`` int32, iterations run before the problem froze (<= ``iterations``).
       status: ``[]`` int32 ``Status`` code.
       damping: ``[]`` final LM λ (0 for Gauss-Newton).
       gradient_norm: ``[]`` ``‖Jᵀr‖_∞`` at the start of the last iteration run.
+      args: the ``args`` tuple of the last iteration run (after ``refresh``; the inputs as given
+        without it).
     """
 
     params: Any
     cost: jax.Array
     initial_cost: jax.Array
     cost_history: jax.Array
+    linearization_cost_history: jax.Array
     iterations: jax.Array
     status: jax.Array
     damping: jax.Array
     gradient_norm: jax.Array
+    args: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NielsenDamping:
+    """LM damping update of Nielsen (1999), the default: after an accepted step with gain ratio
+    ρ, ``λ ·= max(⅓, 1 - (2ρ-1)³)``; after a rejected one ``λ ·= ν, ν ·= 2`` (ν = 2 again after
+    the next accepted step)."""
+
+    def __call__(self, damping, nu, accept, ratio):
+        shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+        return (jnp.where(accept, damping * shrink, damping * nu),
+                jnp.where(accept, 2.0, jnp.minimum(2.0 * nu, 2.0**30)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorDamping:
+    """LM damping update by fixed factors: ``λ ·= decrease`` after an accepted step, ``λ =
+    max(λ · increase, restart)`` after a rejected one. ``restart > 0`` lets LM start undamped
+    (``initial_damping=0``: plain Gauss-Newton steps while they succeed) and still recover."""
+
+    decrease: float = 1.0 / 3.0
+    increase: float = 10.0
+    restart: float = 1e-3
+
+    def __call__(self, damping, nu, accept, ratio):
+        return (jnp.where(accept, damping * self.decrease,
+                          jnp.maximum(damping * self.increase, self.restart)), nu)
 
 
 @struct.dataclass
@@ -122,6 +157,7 @@ class _State:
     done: jax.Array
     iterations: jax.Array
     gradient_norm: jax.Array
+    args: tuple
 
 
 def least_squares(
@@ -137,9 +173,11 @@ def least_squares(
     ftol: float = 0.0,
     xtol: float = 0.0,
     gtol: float = 0.0,
-    differentiation: str = "implicit",
+    differentiation: str | None = None,
     implicit_hessian: str = "exact",
     dense_hessian_limit: int = 1024,
+    refresh: Callable[..., tuple] | None = None,
+    damping_update: Callable = NielsenDamping(),
 ) -> LeastSquaresResult:
     """Minimise ``0.5 · ‖residual_fn(params, *args)‖²`` over the pytree ``params``.
 
@@ -159,6 +197,17 @@ def least_squares(
       initial_damping / max_damping: LM λ at the start / ceiling that ends the search.
       ftol, xtol, gtol: convergence tolerances (0 disables, the default: fixed iterations).
       differentiation, implicit_hessian, dense_hessian_limit: see the module docstring.
+        ``differentiation=None`` means ``"implicit"``, or ``"unrolled"`` with ``refresh``.
+      refresh: optional ``(params, *args) -> args``, called at the start of every iteration to
+        update auxiliary inputs from the current parameters: correspondences (ICP, sliding
+        contours), IRLS weights of a robust kernel, terms lagged by one iteration. The iteration
+        then linearises, steps and judges the step under the refreshed args, so LM still never
+        raises the cost it is judged on; the cost may change between iterations. It must keep
+        the structure, shapes and dtypes of args. Only ``"unrolled"`` differentiation supports
+        it (the implicit gradient would miss the refresh's dependence on the solution).
+      damping_update: the LM damping schedule, ``NielsenDamping()`` (default) or
+        ``FactorDamping(decrease, increase, restart)``; any callable ``(λ, ν, accept, ρ) ->
+        (λ, ν)`` works.
 
     Returns:
       ``LeastSquaresResult``.
@@ -168,7 +217,12 @@ def least_squares(
       residual_fn that fails on ``params0``, a linear solver returning a mismatched step, or an
       unknown option.
     """
+    if differentiation is None:
+        differentiation = "implicit" if refresh is None else "unrolled"
     _check_options(method, differentiation, implicit_hessian, damping_mode, iterations)
+    if refresh is not None and differentiation == "implicit":
+        raise ValueError("refresh needs differentiation='unrolled': the implicit gradient would "
+                         "treat the refreshed args as independent of the solution")
     _check_params(params0)
     _check_residual(residual_fn, params0, args)
     solver = DenseCholesky() if linear_solver is None else linear_solver
@@ -179,11 +233,11 @@ def least_squares(
     else:
         args_solve = args
     fn = _flatten_residual(residual_fn, unravel, x0.dtype)
-    state, history, initial_cost = _run(
+    state, (history_before, history), initial_cost = _run(
         fn, residual_fn, unravel, x0, args_solve, solver,
         method=method, iterations=iterations, damping_mode=damping_mode,
         initial_damping=initial_damping, max_damping=max_damping,
-        ftol=ftol, xtol=xtol, gtol=gtol,
+        ftol=ftol, xtol=xtol, gtol=gtol, refresh=refresh, damping_update=damping_update,
     )
     x = state.x
     if differentiation == "implicit":
@@ -196,10 +250,12 @@ def least_squares(
         cost=state.cost,
         initial_cost=initial_cost,
         cost_history=history,
+        linearization_cost_history=history_before,
         iterations=state.iterations,
         status=state.status,
         damping=state.damping,
         gradient_norm=state.gradient_norm,
+        args=state.args,
     )
 
 
@@ -239,7 +295,7 @@ def batched_least_squares(
 
 
 def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damping_mode,
-         initial_damping, max_damping, ftol, xtol, gtol):
+         initial_damping, max_damping, ftol, xtol, gtol, refresh, damping_update):
     dtype = x0.dtype
     lm = method == "levenberg_marquardt"
     r0 = fn(x0, *args)
@@ -255,10 +311,15 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
         done=bad_start,
         iterations=jnp.zeros((), jnp.int32),
         gradient_norm=jnp.asarray(jnp.inf, dtype),
+        args=jax.tree.map(jnp.asarray, tuple(args)),
     )
 
     def step_fn(s: _State, _):
-        r = s.r
+        args, r, cost = s.args, s.r, s.cost
+        if refresh is not None:
+            args = _checked_refresh(refresh, unravel(s.x), s.args)
+            r = fn(s.x, *args)
+            cost = 0.5 * jnp.vdot(r, r)
         if isinstance(solver, DenseCholesky):  # form J once: gradient, step and J·step share it
             jac = jax.jacfwd(lambda x: fn(x, *args))(s.x)  # [m, n]
             g = r @ jac
@@ -281,14 +342,13 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
         r_new = fn(x_new, *args)
         cost_new = 0.5 * jnp.vdot(r_new, r_new)
         finite = jnp.isfinite(cost_new)
-        actual = s.cost - cost_new
+        actual = cost - cost_new
         ratio = actual / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
 
         if lm:
             accept = ok & finite & (actual > 0) & (ratio > _ACCEPT_RATIO)
-            shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
-            damping = jnp.where(accept, s.damping * shrink, s.damping * s.nu)
-            nu = jnp.where(accept, 2.0, jnp.minimum(2.0 * s.nu, 2.0**30))
+            damping, nu = damping_update(s.damping, s.nu, accept, ratio)
+            damping, nu = jnp.asarray(damping, dtype), jnp.asarray(nu, dtype)
             exhausted = ~accept & (s.damping >= max_damping)
             damping = jnp.minimum(damping, max_damping)
             fail_status = jnp.where(~ok, Status.SINGULAR,
@@ -301,7 +361,7 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
             failed = ~accept
 
         step_small = jnp.linalg.norm(step) <= xtol * (xtol + jnp.linalg.norm(s.x))
-        cost_small = (actual >= 0) & (actual <= ftol * s.cost)
+        cost_small = (actual >= 0) & (actual <= ftol * cost)
         converged = small_gradient | (accept & (step_small | cost_small))
 
         new_status = jnp.where(
@@ -312,19 +372,29 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
         live = ~s.done
         new = _State(
             x=jnp.where(take, x_new, s.x),
-            r=jnp.where(take, r_new, s.r),
-            cost=jnp.where(take, cost_new, s.cost),
+            r=jnp.where(take, r_new, jnp.where(live, r, s.r)),
+            cost=jnp.where(take, cost_new, jnp.where(live, cost, s.cost)),
             damping=jnp.where(live, damping, s.damping),
             nu=jnp.where(live, nu, s.nu),
             status=jnp.where(live, new_status, s.status),
             done=s.done | converged | failed,
             iterations=s.iterations + live.astype(jnp.int32),
             gradient_norm=jnp.where(live, g_inf, s.gradient_norm),
+            args=jax.tree.map(lambda a, b: jnp.where(live, a, b), args, s.args),
         )
-        return new, new.cost
+        return new, (jnp.where(live, cost, s.cost), new.cost)
 
     state, history = jax.lax.scan(step_fn, state, None, length=iterations)
     return state, history, cost0
+
+
+def _checked_refresh(refresh, params, args):
+    new = tuple(refresh(params, *args))
+    shapes = lambda t: jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), t)  # noqa: E731
+    if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(args) or shapes(new) != shapes(args):
+        raise ValueError("refresh must return args with the structure, shapes and dtypes it was given: "
+                         f"got {shapes(new)}, expected {shapes(args)}")
+    return new
 
 
 def _flatten_residual(residual_fn, unravel, dtype):
