@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -184,17 +185,17 @@ def test_bad_shapes_raise_clear_errors(model):
 
 # ----------------------------------------------------------------------------- exactness
 
-def _dense_reference_step(model, ops, cfg, data, state):
-    """Gauss-Newton step of the FULL problem [x, pose] at the state, assembled from the model
-    functions and the linear terms' operators, solved with a float64 sparse LU."""
+def _dense_reference_step(model, ops, cfg, data, params, aux):
+    """Gauss-Newton step of the FULL problem [x, pose] at the shape the reduced parameters stand
+    for (contour, lag and weights of ``aux``), assembled from the model functions and the linear
+    terms' operators, solved with a float64 sparse LU."""
     layout, pr = ops.layout, ops.prior
-    x0 = np.asarray(F._shape_vector(ops, state), np.float64)
-    pose0 = np.asarray(state.pose, np.float64)
-    sel = F._select(ops, cfg, state.pose, state.points, data)
-    faces = pr.point_faces[sel]
-    bary = pr.point_bary[sel]
+    x0 = np.asarray(F._shape_vector(ops, params["c"], aux.lag), np.float64)
+    pose0 = np.asarray(params["pose"], np.float64)
+    faces = pr.point_faces[aux.sel]
+    bary = pr.point_bary[aux.sel]
     base_vertices = jnp.asarray(model.neutral)
-    sqrt_w = jnp.sqrt(data.weights)
+    sqrt_w = aux.sqrt_w
 
     def landmark_rows(x, pose):
         alpha, beta, delta = layout.split(x)
@@ -214,7 +215,7 @@ def _dense_reference_step(model, ops, cfg, data, state):
     r_p = np.asarray(prior(p0j), np.float64)
     J_p = np.asarray(jax.jacfwd(prior)(p0j), np.float64)
     lag = np.zeros_like(x0)
-    lag[np.asarray(pr.lag_index)] = x0[np.asarray(pr.lag_index)]
+    lag[np.asarray(pr.lag_index)] = np.asarray(aux.lag, np.float64)
     n = layout.size
     H = (J_l.T @ J_l).tolil()
     H[n:, n:] += J_p.T @ J_p
@@ -248,18 +249,54 @@ def _eliminated_vs_dense(clean_batch, cfg):
                                 jnp.ones(68), jnp.asarray(clean_batch.image_sizes[img]),
                                 jnp.asarray(model.neutral))
     pose0, ok = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[img]))
-    state = F._State(pose=pose0, points=data.base_points, lam=jnp.zeros_like(data.base_points), sel=jnp.arange(68),
-                     lag_prev=jnp.zeros(ops.prior.lag_index.shape), lag=jnp.zeros(ops.prior.lag_index.shape),
-                     damping=jnp.asarray(0.0), ok=jnp.asarray(True))
-    for _ in range(2):  # move to a point with non-zero shape, lag and a slid contour
-        state, _, _ = F._step(ops, cfg, data, state)
-    x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, state)
-    new, _, _ = F._step(ops, cfg, data, state)
-    x1 = np.asarray(F._shape_vector(ops, new))
+    aux = F._Aux(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
+    params = {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}
+    # two iterations move to a point with non-zero shape, lag and a slid contour; the third
+    # iteration's refresh gives the contour, lag and weights the step is taken under
+    res = F._solve(ops, cfg, data, params, aux, 2, jnp.asarray(0.0))
+    _, aux = F._refresh(ops, cfg, res.params, data, res.args[1])
+    x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, res.params, aux)
+    residual = lambda p: jax.flatten_util.ravel_pytree(F._residual(ops, cfg, p, data, aux))[0]
+    r, vjp = jax.vjp(residual, res.params)
+    (g,) = vjp(r)
+    step, ok = F.ShapeEliminatingSolver(ops, cfg)(None, res.params, (data, aux), jax.tree.map(jnp.negative, g),
+                                                  jnp.asarray(0.0), "marquardt")
+    assert bool(ok)
+    x1 = np.asarray(F._shape_vector(ops, res.params["c"] + step["c"], aux.lag))
     dx = x1 - x0
-    dpose = np.asarray(new.pose) - pose0
+    dpose = np.asarray(step["pose"])
     full_ref = np.concatenate([dx_ref, dpose_ref])
     full = np.concatenate([dx, dpose])
     rel = np.linalg.norm(full - full_ref) / np.linalg.norm(full_ref)
     print(f"relative difference eliminated vs dense step: {rel:.2e} (|step| = {np.linalg.norm(full_ref):.3g})")
     return rel
+
+
+def test_structured_solver_solves_the_damped_normal_equations_for_any_rhs(clean_batch):
+    """ShapeEliminatingSolver against a dense solve of (J^T J + mu diag(I_pose, 0)) s = b on the
+    (pose, c) problem, for a random right-hand side and damping (float64)."""
+    with jax.enable_x64(True):
+        cfg = FitConfig()
+        model = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating)
+                             else a, load_head_model())
+        ops = F.prepare(model, cfg, dtype=np.float64)
+        data, valid = F._image_data(ops, jnp.asarray(clean_batch.landmarks[3], jnp.float64), jnp.ones(68),
+                                    jnp.asarray(clean_batch.image_sizes[3], jnp.float64), jnp.asarray(model.neutral))
+        pose0, _ = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[3], jnp.float64))
+        aux = F._Aux(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
+        res = F._solve(ops, cfg, data, {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}, aux, 2,
+                       jnp.asarray(0.0))
+        params, aux = res.params, res.args[1]
+        x, unravel = jax.flatten_util.ravel_pytree(params)
+        J = np.asarray(jax.jacfwd(lambda v: jax.flatten_util.ravel_pytree(
+            F._residual(ops, cfg, unravel(v), data, aux))[0])(x))
+        b = np.random.default_rng(0).normal(size=x.shape[0])
+        mu = 0.3
+        damp = np.zeros(x.shape[0])
+        damp[np.asarray(jax.flatten_util.ravel_pytree({"pose": jnp.ones(7), "c": jnp.zeros_like(params["c"])})[0]) > 0] = 1
+        ref = np.linalg.solve(J.T @ J + mu * np.diag(damp), b)
+        step, ok = F.ShapeEliminatingSolver(ops, cfg)(None, params, (data, aux), unravel(jnp.asarray(b)),
+                                                      jnp.asarray(mu), "identity")
+        got = np.asarray(jax.flatten_util.ravel_pytree(step)[0])
+    assert bool(ok)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-8

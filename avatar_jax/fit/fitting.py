@@ -1,35 +1,35 @@
-"""Non-rigid landmark fitting (paper section 3.4), batched and exact.
+"""Non-rigid landmark fitting (paper section 3.4), batched and exact, on :mod:`avatar_jax.solve`.
 
 Unknowns per image: ``p = [alpha, beta, dP, t, r, log_fs]`` (alpha only in landmark-only mode).
 The shape unknowns ``x = [alpha, beta, dP]`` are eliminated exactly (:mod:`avatar_jax.fit.prior`):
-each Gauss-Newton step works on the camera (7 unknowns) and the P surface points the landmarks
-can touch, and costs one ``2K x 2K`` Cholesky (K landmarks) plus a 7 x 7 solve per image::
+the landmarks see x only through P surface points, so the solver works on the camera ``pose
+[7]`` and whitened point coordinates ``c [r]`` (``points = base + F c``, ``F F^T = C`` the
+points' prior covariance, r <= 3P), in which the linear terms, minimised over every x that puts
+the points there, cost ``|c - cbar(beta^{t-1})|^2 + const``.
 
-    M     = I + D C_act D^T                 (landmark noise + prior covariance of the points)
-    e     = r - D (y - ybar)                (residual, moved back to the prior mean shape)
-    dpose = -(J^T M^-1 J + Jp^T Jp + mu)^-1 (J^T M^-1 e + Jp^T rp)
-    w     = M^-1 (e + J dpose),  lam = -D^T w,  y' = ybar + C lam
+The iterations are :func:`avatar_jax.solve.least_squares` (Gauss-Newton or Levenberg-Marquardt)
+with two problem-specific pieces, both plain arguments of the generic driver:
 
-with ``D`` the (weighted) derivative of the projections w.r.t. the active points, ``J`` the one
-w.r.t. the camera, ``rp, Jp`` the camera priors. This is algebraically the Gauss-Newton step of
-the full problem (the Woodbury identity on the Schur complement); ``tests/test_fit.py`` checks it
-against a dense solve of the full normal equations on the real model. The full ``x`` (and the
-mesh) is rebuilt once at the end: ``x = xbar(z) + W lam``.
+- ``refresh`` (:func:`_refresh`), at the start of every iteration: re-picks the jaw-contour
+  points (``FitConfig.contour_rule``), freezes beta^{t-1} for Ec as the paper does, and sets the
+  robust kernel's IRLS weights;
+- ``linear_solver`` (:class:`ShapeEliminatingSolver`): the damped normal equations by the
+  Woodbury identity, one ``2K x 2K`` Cholesky (K landmarks) plus a 7 x 7 solve per image.
 
-Each iteration also re-picks the jaw-contour points (``FitConfig.contour_rule``) and freezes
-beta^{t-1} for Ec, as the paper does. ``method="levenberg_marquardt"`` (default) accepts a step
-only if it lowers the energy of the iteration (same contour, same lag) and otherwise damps the
-camera block; starting undamped, it equals the paper's Gauss-Newton while steps succeed. The
-first iteration runs from EPnP's pose and from its depth-flipped twin and keeps the better one.
+The step is algebraically the Gauss-Newton step of the full problem; ``tests/test_fit.py`` checks
+it against a dense solve of the full normal equations on the real model (float64, ~1e-11). The
+full ``x`` (and the mesh) is rebuilt once at the end for the whole batch.
 
-The loop is a ``lax.scan`` of its own rather than :func:`avatar_jax.solve.least_squares`: the
-contour choice and the frozen beta^{t-1} are iteration state, not functions of the parameters,
-so the energy is not one fixed residual function the generic solver could take.
+``method="levenberg_marquardt"`` (default) accepts a step only if it lowers the energy of the
+iteration (same contour, lag and weights) and otherwise damps the camera block; starting
+undamped, it equals the paper's Gauss-Newton while steps succeed. The first iteration runs from
+EPnP's pose and from its depth-flipped twin and keeps the one of lower energy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -47,6 +47,7 @@ from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
 from avatar_jax.fit.terms import (IBUG_OUTER_EYE_CORNERS, ShapeLayout, focal_residual, landmark_residual,
                                   landmark_weights, linear_terms, pose_residual, rotation_residual)
 from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vertex_normals
+from avatar_jax.solve import FactorDamping, Status, least_squares
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -131,15 +132,15 @@ def _self_lagged(t):
 
 
 def _term_energy_operators(prior: MarginalPrior, terms, key: str, dtype):
-    """Per linear term, what evaluates its energy at the solution ``x = G z`` (G = [gain |
-    lag_basis], z = [lam, lag]; :func:`_assemble`): terms with few rows keep the sparse
+    """Per linear term, what evaluates its energy at the solution ``x = G z`` (G = [shape_from_c |
+    shape_from_lag], z = [c, lag]; :func:`_assemble`): terms with few rows keep the sparse
     ``A - A_lag`` (energy ``|A x|^2``); terms with more rows than z has entries get a dense
     ``U [m, m]`` with ``|U z|^2 = |A G z|^2`` (U from the eigendecomposition of ``(A G)^T A G``),
     which under jit is ~10x faster than the sparse product with the 3V-row Laplacian."""
-    big = [t.A.shape[0] > prior.gain.shape[1] + prior.lag_basis.shape[1] for t in terms]
+    big = [t.A.shape[0] > prior.shape_from_c.shape[1] + prior.shape_from_lag.shape[1] for t in terms]
 
     def factors():  # only on a cache miss: G is 40 MB in float64
-        G = np.hstack([np.asarray(prior.gain, np.float64), np.asarray(prior.lag_basis, np.float64)])
+        G = np.hstack([np.asarray(prior.shape_from_c, np.float64), np.asarray(prior.shape_from_lag, np.float64)])
         out = {}
         for i, t in enumerate(terms):
             if big[i]:
@@ -155,6 +156,9 @@ def _term_energy_operators(prior: MarginalPrior, terms, key: str, dtype):
     return sparse, factor
 
 
+_PRIOR_FORMAT = "whitened points v4"  # change when MarginalPrior's fields change (invalidates the cache)
+
+
 def _cached_prior(model, layout, terms, faces, bary, dtype) -> MarginalPrior:
     """:func:`build_marginal_prior` through the on-disk cache (seconds -> milliseconds for a new
     process), keyed on everything it is computed from. Returns (prior, cache key)."""
@@ -164,7 +168,7 @@ def _cached_prior(model, layout, terms, faces, bary, dtype) -> MarginalPrior:
             parts += [t.A_lag.data, t.A_lag.indices, t.A_lag.indptr]
         return parts
 
-    key = cache_key(layout, np.dtype(dtype).name, faces, bary, model.identity_basis,
+    key = cache_key(_PRIOR_FORMAT, layout, np.dtype(dtype).name, faces, bary, model.identity_basis,
                     model.expression_basis, *[p for t in terms for p in term_parts(t)])
     arrays = cached_arrays("prior", key, lambda: dataclasses.asdict(
         build_marginal_prior(model, layout, terms, faces, bary, dtype)), kind="fit")
@@ -207,19 +211,7 @@ def prepared(model: HeadModel, config: FitConfig, with_identity: bool,
     return hit[2]
 
 
-# ----------------------------------------------------------------------------- per-image state
-
-@struct.dataclass
-class _State:
-    pose: jax.Array  # [7] rotvec, translation, log_fs
-    points: jax.Array  # [P, 3] surface points y (model frame)
-    lam: jax.Array  # [P, 3] point multipliers (non-zero only at the active points)
-    sel: jax.Array  # [K] active point index per landmark
-    lag_prev: jax.Array  # [dz] lag that built the current x
-    lag: jax.Array  # [dz] lagged components of the current x (beta)
-    damping: jax.Array  # []
-    ok: jax.Array  # [] bool, all finite so far
-
+# ----------------------------------------------------------------------------- one iteration's problem
 
 class _ImageData(NamedTuple):
     targets: jax.Array  # [K, 2]
@@ -229,6 +221,14 @@ class _ImageData(NamedTuple):
     base_points: jax.Array  # [P, 3]
 
 
+class _Aux(NamedTuple):
+    """What :func:`_refresh` re-picks at the start of every iteration (the solver's ``args``)."""
+
+    sel: jax.Array  # [K] active point index per landmark (the jaw slides over its candidates)
+    lag: jax.Array  # [dz] beta^{t-1}: the lagged components of the previous iterate's shape
+    sqrt_w: jax.Array  # [K] sqrt of the landmark weights, times the robust kernel's IRLS weights
+
+
 def _camera(pose, data: _ImageData) -> cam.Camera:
     return cam.Camera(rotvec=pose[:3], translation=pose[3:6], log_fs=pose[6], focal=data.focal,
                       principal=data.principal)
@@ -236,6 +236,19 @@ def _camera(pose, data: _ImageData) -> cam.Camera:
 
 def _project(pose, points, data):
     return cam.project(_camera(pose, data), points)
+
+
+def _points(ops: FitOperators, data: _ImageData, c):
+    """All P surface points ``[P, 3]`` at whitened coordinates ``c [r]``: ``base + F c``. One GEMM
+    over the batch chunk under vmap; the landmarks then gather their 3-vectors (gathering F's
+    active rows instead measured ~30% slower for the whole fit, and its transpose scatters)."""
+    factor = ops.prior.factor
+    return data.base_points + (factor.reshape(-1, factor.shape[-1]) @ c).reshape(-1, 3)
+
+
+def _active_points(ops: FitOperators, data: _ImageData, c, sel):
+    """The K active points ``[K, 3]`` at whitened coordinates ``c [r]``."""
+    return _points(ops, data, c)[sel]
 
 
 def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Array:
@@ -259,16 +272,6 @@ def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Arr
     return sel.at[jnp.asarray(ops.sliding)].set(pick)
 
 
-def _landmark_cost(pose, active_points, data, sqrt_w):
-    r = landmark_residual(_project(pose, active_points, data), data.targets, sqrt_w)
-    return jnp.sum(r * r)
-
-
-def _pose_cost(pose, config):
-    rp = pose_residual(pose[:3], pose[3:6], pose[6], config)
-    return jnp.sum(rp * rp)
-
-
 def _irls_weights(pose, active_points, data, config):
     if config.landmark_kernel is None:
         return data.weights
@@ -276,101 +279,130 @@ def _irls_weights(pose, active_points, data, config):
     return data.weights * config.landmark_kernel.weight(jax.lax.stop_gradient(jnp.sum(d * d, -1)))
 
 
-def _prior_mean(ops, data, lag):
-    return data.base_points + (ops.prior.lag_mean @ lag).reshape(-1, 3)
+def _residual(ops: FitOperators, config: FitConfig, params, data: _ImageData, aux: _Aux) -> dict:
+    """Residuals of one iteration's energy on ``params = {"pose": [7], "c": [r]}``; ``|r|^2`` is
+    E with the landmark kernel as IRLS weights: the landmarks, the linear terms minimised over
+    the shapes that put the points at ``base + F c`` (exact, :mod:`avatar_jax.fit.prior`), the
+    camera priors. The ``"lag"`` part is constant in the parameters (the linear terms' minimum
+    for this beta^{t-1}); it makes the cost the energy."""
+    pose, c, pr = params["pose"], params["c"], ops.prior
+    active = _active_points(ops, data, c, aux.sel)
+    return {"landmarks": landmark_residual(_project(pose, active, data), data.targets, aux.sqrt_w),
+            "shape": c - pr.mean_from_lag @ aux.lag,
+            "lag": pr.lag_cost_factor @ aux.lag,
+            "pose": pose_residual(pose[:3], pose[3:6], pose[6], config)}
+
+
+def _refresh(ops: FitOperators, config: FitConfig, params, data: _ImageData, aux: _Aux):
+    """Start of an iteration: re-pick the contour points, freeze beta^{t-1} (the beta of the
+    current shape), and re-weight the landmarks by the robust kernel."""
+    pose, c, pr = params["pose"], params["c"], ops.prior
+    points = _points(ops, data, c)
+    sel = _select(ops, config, pose, points, data)
+    lag = pr.lag_from_c @ c + pr.lag_from_lag @ aux.lag
+    sqrt_w = jnp.sqrt(_irls_weights(pose, points[sel], data, config))
+    return data, _Aux(sel, lag, sqrt_w)
 
 
 def _active_cov(ops, sel):
-    """Prior covariance of the active points as 3x3 blocks ``[K, K, 3, 3]``."""
-    return ops.prior.cov_blocks[sel[:, None], sel[None, :]]
-
-
-def _cov_times(ops, lam):
-    """``C lam`` for dense multipliers ``[P, 3]``: one GEMM per batch chunk under vmap (a
-    gather of C's active columns is ~100x slower on CPU)."""
-    return (ops.prior.cov @ lam.reshape(-1)).reshape(lam.shape)
-
-
-def _shape_vector(ops, state: _State):
-    """The full shape unknowns ``x = xbar(z) + W lam`` ``[nx]`` of one state (tests, debugging)."""
-    return ops.prior.lag_basis @ state.lag_prev + ops.prior.gain @ state.lam.reshape(-1)
-
-
-def _state_prior_cost(ops, state: _State, lag):
-    """Linear-term energy of the current x under the lag ``lag`` (closed form in lam, z)."""
-    pr = ops.prior
-    dz = state.lag_prev - lag
-    lam = state.lam.reshape(-1)
-    return (lam @ (pr.cov @ lam) + 2.0 * (lam @ pr.lag_mean) @ dz + dz @ pr.lag_hessian @ dz
-            + lag @ pr.lag_cost @ lag)
+    """Prior covariance of the active points ``[K, 3, 3, K]`` (C_act[i, b, d, j] = cov(y_ib, y_jd))."""
+    return ops.prior.cov_blocks[sel][..., sel]
 
 
 def _gram(D, c_act):
-    """``D C_act D^T`` ``[2K, 2K]`` for block-diagonal D ``[K, 2, 3]`` and C_act ``[K, K, 3, 3]``,
-    written as broadcast multiply-adds (a 3-operand einsum lowers to tiny batched matmuls,
-    ~3x slower on CPU)."""
+    """``D C_act D^T`` ``[2K, 2K]`` for block-diagonal D ``[K, 2, 3]`` and C_act ``[K, 3, 3, K]``.
+
+    Broadcast multiply-adds with the second point index innermost, so every op runs along K
+    contiguous floats: 16 us per image on this CPU, against 63 us with the 3x3 blocks innermost
+    and ~3x that as a 3-operand einsum (tiny batched matmuls)."""
     k = D.shape[0]
-    t = sum(D[:, None, :, b, None] * c_act[:, :, None, b, :] for b in range(3))  # [K, K, 2, 3]
-    m = sum(t[:, :, :, None, c] * D[None, :, None, :, c] for c in range(3))  # [K, K, 2, 2]
-    return jnp.transpose(m, (0, 2, 1, 3)).reshape(2 * k, 2 * k)
+    u = sum(D[:, :, b, None, None] * c_act[:, None, b] for b in range(3))  # [K, 2, 3, K]
+    dt = jnp.transpose(D, (1, 2, 0))  # [2, 3, K]
+    m = sum(u[:, :, None, d] * dt[None, None, :, d] for d in range(3))  # [K, 2, 2, K]
+    return jnp.transpose(m, (0, 1, 3, 2)).reshape(2 * k, 2 * k)
 
 
-def _step(ops: FitOperators, config: FitConfig, data: _ImageData, state: _State):
-    """One Gauss-Newton / LM iteration on one image. Returns (new_state, cost_before, cost_after)."""
-    k = ops.num_landmarks
-    pose, lag = state.pose, state.lag
-    sel = _select(ops, config, pose, state.points, data)
-    active = state.points[sel]
-    sqrt_w = jnp.sqrt(_irls_weights(pose, active, data, config))
-    ybar = _prior_mean(ops, data, lag)
+class _Linearisation(NamedTuple):
+    active: jax.Array  # [K, 3] active points
+    jac: jax.Array  # [2K, 7] landmark rows w.r.t. the camera
+    jac_prior: jax.Array  # [n, 7] camera-prior rows
+    D: jax.Array  # [K, 2, 3] landmark rows w.r.t. the active points
+    chol: jax.Array  # [2K, 2K] Cholesky factor of M = I + G G^T
 
-    def residual_of_pose(p):
-        return landmark_residual(_project(p, active, data), data.targets, sqrt_w).reshape(-1)
 
-    r = residual_of_pose(pose)
-    jac_pose = jax.jacfwd(residual_of_pose)(pose)  # [2K, 7]
-    rot = cam.rotation_matrix(pose[:3])
-    view = active @ rot.T + pose[3:6]
-    D = sqrt_w[:, None, None] * (cam.project_jacobian(_camera(pose, data), view) @ rot)  # [K, 2, 3]
-    c_act = _active_cov(ops, sel)
-    chol = jnp.linalg.cholesky(jnp.eye(2 * k) + _gram(D, c_act))
-    e = r - jnp.einsum("iab,ib->ia", D, active - ybar[sel]).reshape(-1)
-    minv = jax.scipy.linalg.cho_solve((chol, True), jnp.concatenate([e[:, None], jac_pose], 1))
-    minv_e, minv_j = minv[:, 0], minv[:, 1:]
+@dataclasses.dataclass(frozen=True)
+class ShapeEliminatingSolver:
+    """Structured linear solver (:mod:`avatar_jax.solve.linear` protocol) for :func:`_residual`.
 
-    def prior_of_pose(p):
-        return pose_residual(p[:3], p[3:6], p[6], config)
+    The landmark rows see ``c`` through ``G = D E F`` (``[2K, r]``: D the projection's derivative
+    at the K active points, E their selection), so the damped normal equations are::
 
-    rp = prior_of_pose(pose)
-    jp = jax.jacfwd(prior_of_pose)(pose)
-    schur = jac_pose.T @ minv_j + jp.T @ jp
-    schur = schur + state.damping * jnp.diag(jnp.maximum(jnp.diag(schur), 1e-6))
-    rhs = jac_pose.T @ minv_e + jp.T @ rp
-    dpose = -jax.scipy.linalg.solve(schur, rhs, assume_a="pos")
-    w = minv_e + minv_j @ dpose
-    lam_act = -jnp.einsum("iab,ia->ib", D, w.reshape(k, 2))
-    lam = jnp.zeros_like(state.points).at[sel].add(lam_act)
-    new_points = ybar + _cov_times(ops, lam)
-    new_lag = ops.prior.lag_carry @ lag + ops.prior.lag_gain @ lam.reshape(-1)
-    new_pose = pose + dpose
+        [Jc^T Jc + Jp^T Jp + mu Dp    Jc^T G ] [s_pose]   [b_pose]
+        [G^T Jc                       I + G^T G] [s_c   ] = [b_c   ]
 
-    after = (_landmark_cost(new_pose, new_points[sel], data, sqrt_w) + _pose_cost(new_pose, config)
-             + jnp.sum(lam * (new_points - ybar)) + lag @ ops.prior.lag_cost @ lag)
-    candidate = _State(new_pose, new_points, lam, sel, lag, new_lag, state.damping, state.ok)
-    finite = jnp.isfinite(after) & jnp.all(jnp.isfinite(new_points)) & jnp.all(jnp.isfinite(new_pose))
-    if config.method == "levenberg_marquardt":
-        before = (_landmark_cost(pose, active, data, sqrt_w) + _pose_cost(pose, config)
-                  + _state_prior_cost(ops, state, lag))
-        accept = finite & (after <= before)
-        damping = jnp.where(accept, state.damping * _LM_DECREASE,
-                            jnp.maximum(state.damping * _LM_INCREASE, _LM_RESTART))
-    else:  # Gauss-Newton takes every finite step; its "before" is not needed, so not computed
-        before = jnp.asarray(jnp.nan, after.dtype)
-        accept = finite
-        damping = state.damping
-    new_state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), candidate, state)
-    new_state = new_state.replace(damping=damping, ok=state.ok & finite)
-    return new_state, before, jnp.where(accept, after, before)
+    (Jc: landmark rows w.r.t. the camera, Jp: camera priors). Eliminating c with the Woodbury
+    identity needs only ``M = I + G G^T = I + D C_act D^T`` (2K x 2K, from C's 3x3 blocks)::
+
+        (Jc^T M^-1 Jc + Jp^T Jp + mu Dp) s_pose = b_pose - Jc^T M^-1 G b_c
+        s_c = b_c - G^T M^-1 (G b_c + Jc s_pose)
+
+    one Cholesky of M and a 7 x 7 solve per image, for any right-hand side. Only the camera is
+    damped (``Dp`` = the diagonal of its reduced matrix, "marquardt", or I, "identity"): the
+    shape block is linear under a proper prior and needs no trust region.
+    """
+
+    ops: FitOperators
+    config: FitConfig
+
+    def _linearise(self, params, data: _ImageData, aux: _Aux) -> _Linearisation:
+        ops, config, pose = self.ops, self.config, params["pose"]
+        active = _active_points(ops, data, params["c"], aux.sel)
+        jac = jax.jacfwd(lambda p: landmark_residual(_project(p, active, data), data.targets,
+                                                     aux.sqrt_w).reshape(-1))(pose)
+        jp = jax.jacfwd(lambda p: pose_residual(p[:3], p[3:6], p[6], config))(pose)
+        rot = cam.rotation_matrix(pose[:3])
+        view = active @ rot.T + pose[3:6]
+        D = aux.sqrt_w[:, None, None] * (cam.project_jacobian(_camera(pose, data), view) @ rot)
+        gram = _gram(D, _active_cov(ops, aux.sel))
+        # LAPACK reads one triangle; jnp.linalg.cholesky's symmetrisation (a + a^T) / 2 measured
+        # ~40% of this Cholesky's time under vmap on CPU
+        chol = jax.lax.linalg.cholesky(jnp.eye(gram.shape[0]) + gram, symmetrize_input=False)
+        return _Linearisation(active, jac, jp, D, chol)
+
+    def _g_transpose(self, lin: _Linearisation, aux: _Aux, u):
+        """``G^T u`` ``[r]`` for ``u [2K]``: the active points' 3-vectors scattered to all P, one GEMV."""
+        k, factor = self.ops.num_landmarks, self.ops.prior.factor
+        lam = jnp.zeros(factor.shape[:2], u.dtype).at[aux.sel].add(jnp.einsum("iab,ia->ib", lin.D, u.reshape(k, 2)))
+        return lam.reshape(-1) @ factor.reshape(-1, factor.shape[-1])
+
+    def _camera_step(self, lin: _Linearisation, rhs_pose, g_b, damping, damping_mode):
+        """Solve the reduced camera system; returns ``(s_pose, M^-1 (G b_c + Jc s_pose))``."""
+        minv = jax.scipy.linalg.cho_solve((lin.chol, True), jnp.concatenate([g_b[:, None], lin.jac], 1))
+        minv_gb, minv_j = minv[:, 0], minv[:, 1:]
+        reduced = lin.jac.T @ minv_j + lin.jac_prior.T @ lin.jac_prior
+        scale = jnp.maximum(jnp.diag(reduced), 1e-6) if damping_mode == "marquardt" else jnp.ones(7)
+        s_pose = jax.scipy.linalg.solve(reduced + damping * jnp.diag(scale), rhs_pose - lin.jac.T @ minv_gb,
+                                        assume_a="pos")
+        return s_pose, minv_gb + minv_j @ s_pose
+
+    @staticmethod
+    def _ok(lin, *arrays):
+        return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(a)) for a in (lin.chol,) + arrays])
+
+    def __call__(self, residual_fn, params, args, rhs, damping, damping_mode):
+        data, aux = args
+        lin = self._linearise(params, data, aux)
+        factor = self.ops.prior.factor
+        g_b = jnp.einsum("iab,ib->ia", lin.D, (factor.reshape(-1, factor.shape[-1]) @ rhs["c"])
+                         .reshape(-1, 3)[aux.sel]).reshape(-1)
+        s_pose, w = self._camera_step(lin, rhs["pose"], g_b, damping, damping_mode)
+        s_c = rhs["c"] - self._g_transpose(lin, aux, w)
+        return {"pose": s_pose, "c": s_c}, self._ok(lin, s_pose, s_c)
+
+
+def _shape_vector(ops: FitOperators, c, lag):
+    """The shape unknowns ``x [nx]`` minimising the linear terms at (c, lag) (tests, debugging)."""
+    return ops.prior.shape_from_c @ c + ops.prior.shape_from_lag @ lag
 
 
 # ----------------------------------------------------------------------------- one image, batch
@@ -387,9 +419,10 @@ class FitResult:
       landmarks2d: ``[B, K, 2]`` projected model landmarks (jaw: the active contour points).
       reprojection_error: ``[B]`` mean pixel distance over valid landmarks.
       energy: ``[B]`` total energy E; ``energy_terms``: dict name -> ``[B]``.
-      cost_history: ``[B, N]`` (Levenberg-Marquardt only; NaN for Gauss-Newton) energy of each
-        iteration's linearisation point, ``cost_after``: ``[B, N]`` the same energy (same contour,
-        same lag) after the step (LM: never larger).
+      cost_history: ``[B, N]`` energy of each iteration's linearisation point (under that
+        iteration's contour, lag and IRLS weights), ``cost_after``: ``[B, N]`` the same energy
+        after the step (LM: never larger). Between iterations the energy is re-stated under the
+        new contour and lag, so ``cost_history[t+1]`` may differ from ``cost_after[t]``.
       status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input, 3 diverged: a landmark
         ended behind the camera).
     """
@@ -439,11 +472,24 @@ def _depth_flipped(pose):
     return pose.at[:2].set(-pose[:2])
 
 
-def _energy(ops, config, data, state: _State):
-    """Total energy E of a state (robust landmark kernel included), the linear terms under the lag
-    that built its shape."""
-    terms = _camera_energy_terms(config, data, state, state.points[state.sel])
-    return sum(terms.values()) + _state_prior_cost(ops, state, state.lag_prev)
+def _energy(ops, config, data, params, aux: _Aux):
+    """Total energy E at ``params`` under the lag ``aux.lag`` (robust landmark kernel included)."""
+    active = _active_points(ops, data, params["c"], aux.sel)
+    r = _residual(ops, config, params, data, aux)
+    sq = lambda v: jnp.sum(v * v)  # noqa: E731
+    return sum(_camera_energy_terms(config, data, params["pose"], active).values()) + sq(r["shape"]) + sq(r["lag"])
+
+
+_LM_SCHEDULE = FactorDamping(_LM_DECREASE, _LM_INCREASE, _LM_RESTART)
+
+
+def _solve(ops, config, data, params, aux, iterations, damping):
+    """``iterations`` Gauss-Newton / LM iterations of :func:`avatar_jax.solve.least_squares`."""
+    return least_squares(
+        functools.partial(_residual, ops, config), params, data, aux, method=config.method,
+        iterations=iterations, linear_solver=ShapeEliminatingSolver(ops, config),
+        refresh=functools.partial(_refresh, ops, config), initial_damping=damping,
+        damping_update=_LM_SCHEDULE)
 
 
 def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,
@@ -451,30 +497,21 @@ def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, co
     data, valid = _image_data(ops, targets, confidence, image_size, base_vertices)
     pose0, init_ok = _initial_pose(ops, data, valid, image_size)
     pose0 = jnp.where(init_ok, pose0, jnp.array([0, 0, 0, 0, 0, -1000.0, 0]))
-    k, dz = ops.num_landmarks, ops.prior.lag_index.shape[0]
-
-    def start(pose):
-        return _State(pose=pose, points=data.base_points, lam=jnp.zeros_like(data.base_points),
-                      sel=jnp.arange(k), lag_prev=jnp.zeros((dz,)), lag=jnp.zeros((dz,)),
-                      damping=jnp.asarray(config.initial_damping if config.method != "gauss_newton" else 0.0),
-                      ok=jnp.asarray(True))
-
-    def body(s, _):
-        s, before, after = _step(ops, config, data, s)
-        return s, (before, after)
+    k, dz, r = ops.num_landmarks, ops.prior.lag_index.shape[0], ops.prior.factor.shape[-1]
+    aux0 = _Aux(sel=jnp.arange(k), lag=jnp.zeros((dz,)), sqrt_w=jnp.sqrt(data.weights))
+    damping0 = jnp.asarray(config.initial_damping, jnp.float32)
 
     # First iteration from both EPnP's pose and its depth-flipped twin; keep the lower energy
     # (the true one: with a robust kernel the step's IRLS-weighted cost favours the start whose
     # landmarks are all far off, as it down-weights them).
-    starts = jax.tree.map(lambda a, b: jnp.stack([a, b]), start(pose0), start(_depth_flipped(pose0)))
-    firsts, (before0, after0) = jax.vmap(lambda st: body(st, None))(starts)
-    energy0 = jax.vmap(lambda st: _energy(ops, config, data, st))(firsts)
-    pick = jnp.argmin(jnp.where(jnp.isfinite(energy0), energy0, jnp.inf))
-    state = jax.tree.map(lambda a: a[pick], firsts)
-    state, (before, after) = jax.lax.scan(body, state, None, length=config.iterations - 1)
-    before = jnp.concatenate([before0[pick][None], before])
-    after = jnp.concatenate([after0[pick][None], after])
-    return _finish_image(config, data, valid, state, before, after, init_ok)
+    firsts = jax.vmap(lambda p: _solve(ops, config, data, {"pose": p, "c": jnp.zeros((r,))}, aux0, 1, damping0))(
+        jnp.stack([pose0, _depth_flipped(pose0)]))
+    energy0 = jax.vmap(lambda res: _energy(ops, config, data, res.params, res.args[1]))(firsts)
+    first = jax.tree.map(lambda a: a[jnp.argmin(jnp.where(jnp.isfinite(energy0), energy0, jnp.inf))], firsts)
+    if config.iterations == 1:
+        return _finish_image(ops, config, data, valid, first, [first], init_ok)
+    rest = _solve(ops, config, data, first.params, first.args[1], config.iterations - 1, first.damping)
+    return _finish_image(ops, config, data, valid, rest, [first, rest], init_ok)
 
 
 class _ImageFit(NamedTuple):
@@ -487,32 +524,37 @@ class _ImageFit(NamedTuple):
     cost_history: jax.Array
     cost_after: jax.Array
     status: jax.Array
-    lam: jax.Array  # [3P]
-    lag_prev: jax.Array  # [dz]
+    c: jax.Array  # [r] whitened point coordinates
+    lag: jax.Array  # [dz] the last iteration's beta^{t-1}
 
 
-def _finish_image(config, data, valid, state, before, after, init_ok) -> _ImageFit:
-    camera = _camera(state.pose, data)
-    active = state.points[state.sel]
+def _finish_image(ops, config, data, valid, res, runs, init_ok) -> _ImageFit:
+    pose, c, aux = res.params["pose"], res.params["c"], res.args[1]
+    camera = _camera(pose, data)
+    active = _active_points(ops, data, c, aux.sel)
     lm2d = cam.project(camera, active)
     err = jnp.linalg.norm(lm2d - data.targets, axis=-1)
     reproj = jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    terms = _camera_energy_terms(config, data, state, active)
-    ok = state.ok & jnp.isfinite(sum(terms.values())) & jnp.all(jnp.isfinite(state.lam))
+    terms = _camera_energy_terms(config, data, pose, active)
+    solved = functools.reduce(jnp.logical_and, [run.status != Status.NON_FINITE for run in runs]) \
+        & (res.status != Status.SINGULAR)
+    ok = solved & jnp.isfinite(sum(terms.values())) & jnp.all(jnp.isfinite(c))
     behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
     status = jnp.where(~init_ok, STATUS_DEGENERATE, jnp.where(
         ~ok, STATUS_NONFINITE, jnp.where(behind, STATUS_DIVERGED, STATUS_OK)))
-    return _ImageFit(camera, lm2d, reproj, terms, before, after, status.astype(jnp.int32),
-                     state.lam.reshape(-1), state.lag_prev)
+    # the solver's cost is E / 2
+    before = 2.0 * jnp.concatenate([run.linearization_cost_history for run in runs])
+    after = 2.0 * jnp.concatenate([run.cost_history for run in runs])
+    return _ImageFit(camera, lm2d, reproj, terms, before, after, status.astype(jnp.int32), c, aux.lag)
 
 
-def _camera_energy_terms(config, data, state, active) -> dict:
+def _camera_energy_terms(config, data, pose, active) -> dict:
     """Energies of the landmark and camera terms at the solution."""
-    sq = lambda v: jnp.sum(v * v)
-    d = _project(state.pose, active, data) - data.targets
+    sq = lambda v: jnp.sum(v * v)  # noqa: E731
+    d = _project(pose, active, data) - data.targets
     s = jnp.sum(d * d, -1)
     per_lm = config.landmark_kernel.energy(s) if config.landmark_kernel is not None else s
-    rot, trans, log_fs = state.pose[:3], state.pose[3:6], state.pose[6]
+    rot, trans, log_fs = pose[:3], pose[3:6], pose[6]
     terms = {"landmarks": jnp.sum(data.weights * per_lm),
              "focal_prior": sq(focal_residual(log_fs, config)),
              "rotation_prior": sq(rotation_residual(rot, config))}
@@ -526,7 +568,7 @@ def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertice
     GEMM with W = P^-1 S^T (25 MB, read once rather than once per chunk); the linear terms'
     energies (Ec with beta^{t-1} = the final beta, priors) from :func:`_term_energy_operators`."""
     layout, pr = ops.layout, ops.prior
-    x = part.lam @ pr.gain.T + part.lag_prev @ pr.lag_basis.T  # [B, nx]
+    x = part.c @ pr.shape_from_c.T + part.lag @ pr.shape_from_lag.T  # [B, nx]
     alpha, beta, delta = layout.split(x)
     b, (nv, _) = x.shape[0], model.neutral.shape
     verts = base_vertices + (beta @ model.expression_basis.reshape(model.num_expression, -1)).reshape(b, nv, 3)
@@ -535,7 +577,7 @@ def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertice
     if delta is not None:
         verts = verts + delta
     terms = dict(part.energy_terms)
-    z = jnp.concatenate([part.lam, part.lag_prev], axis=1)
+    z = jnp.concatenate([part.c, part.lag], axis=1)
     for name, w, A, U in zip(ops.term_names, ops.term_weights, ops.term_sparse, ops.term_factor):
         terms[name] = w * (jnp.sum((A @ x.T) ** 2, axis=0) if U is None else jnp.sum((z @ U.T) ** 2, axis=1))
     energy = sum(terms.values())

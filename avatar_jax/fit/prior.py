@@ -27,33 +27,43 @@ from avatar_jax.fit.terms import LinearTerm, ShapeLayout, surface_point_operator
 @struct.dataclass
 class MarginalPrior:
     """Image-independent operators of the reduced problem. P = surface points, nx = x size,
-    dz = number of lagged components.
+    dz = number of lagged components, r = rank of the points' prior covariance C.
+
+    The fit works in *whitened* point coordinates ``c [r]``: ``y = base + F c`` with ``F F^T =
+    C``, in which the linear terms' energy, minimised over every x that puts the points at y, is
+    ``|c - cbar|^2 + |L z|^2`` with ``cbar = mean_from_lag z`` (z: the lag). The damped normal
+    matrix of c is ``I + G^T G``: never worse conditioned than the identity, which is what keeps
+    the step exact in float32 (a primal solve on the points is not).
 
     Attributes:
       point_faces, point_bary: ``[P, 3]`` the surface points (landmarks, then contour candidates).
-      cov: ``[3P, 3P]`` prior covariance C of the point offsets (point-major xyz).
-      cov_blocks: ``[P, P, 3, 3]`` the same, as 3x3 blocks (cheap gathers of the active block).
-      gain: ``[nx, 3P]`` W = P^-1 S^T: x = xbar + W lam reconstructs x from point multipliers.
-      lag_mean: ``[3P, dz]`` S P^-1 N: prior mean of the points per unit lag z.
-      lag_basis: ``[nx, dz]`` P^-1 N: prior mean of x per unit lag.
-      lag_carry: ``[dz, dz]``, lag_gain: ``[dz, 3P]``: z' = lag_carry z + lag_gain lam.
-      lag_hessian: ``[dz, dz]`` N^T P^-1 N; lag_cost: ``[dz, dz]`` the minimum of the linear
-        terms for a given lag, ``z^T lag_cost z``.
+      cov_blocks: ``[P, 3, 3, P]`` C with the second point index innermost, ``[i, b, d, j] =
+        cov(y_ib, y_jd)`` (C_act of the active points is a cheap gather; see ``fitting._gram``).
+      factor: ``[P, 3, r]`` F, point-major (F = Q sqrt(Lambda) from C's eigendecomposition).
+      mean_from_lag: ``[r, dz]`` whitened prior mean of the points per unit lag.
+      lag_cost_factor: ``[dz, dz]`` L: ``|L z|^2`` is the minimum of the linear terms for lag z.
+      shape_from_c ``[nx, r]``, shape_from_lag ``[nx, dz]``: the x minimising the linear terms at
+        (c, z): ``x = shape_from_c c + shape_from_lag z``.
+      lag_from_c ``[dz, r]``, lag_from_lag ``[dz, dz]``: the lagged components of that x.
       lag_index: ``[dz]`` positions of the lagged components in x.
     """
 
     point_faces: jax.Array
     point_bary: jax.Array
-    cov: jax.Array
     cov_blocks: jax.Array
-    gain: jax.Array
-    lag_mean: jax.Array
-    lag_basis: jax.Array
-    lag_carry: jax.Array
-    lag_gain: jax.Array
-    lag_hessian: jax.Array
-    lag_cost: jax.Array
+    factor: jax.Array
+    mean_from_lag: jax.Array
+    lag_cost_factor: jax.Array
+    shape_from_c: jax.Array
+    shape_from_lag: jax.Array
+    lag_from_c: jax.Array
+    lag_from_lag: jax.Array
     lag_index: jax.Array
+
+
+# Eigenvalues of C below this fraction of the largest are its null space (C is singular without
+# the corrective field: 3P points, only alpha and beta to move them).
+_RANK_TOLERANCE = 1e-10
 
 
 def precision_matrix(terms: list[LinearTerm], size: int) -> sp.csc_matrix:
@@ -94,22 +104,39 @@ def build_marginal_prior(model, layout: ShapeLayout, terms: list[LinearTerm], po
     cov = 0.5 * (cov + cov.T)
     lag_mean = np.asarray(S @ R_mean)
     lag_hessian = np.asarray(N.T @ R_mean)
+    e, Q = np.linalg.eigh(cov)
+    keep = e > _RANK_TOLERANCE * max(e.max(initial=0.0), 1e-300)
+    Q, root = Q[:, keep], np.sqrt(e[keep])
+    _check_in_range(Q, lag_mean)
+    to_multipliers = Q / root  # C^+ F: y - ybar = F (c - cbar)  <=>  lam = C^+ (y - ybar)
+    mean_from_lag = to_multipliers.T @ lag_mean
+    shape_from_c = W @ to_multipliers
+    shape_from_lag = R_mean - shape_from_c @ mean_from_lag
+    ev, V = np.linalg.eigh(lag_sq - lag_hessian)
     p = point_faces.shape[0]
     f32 = lambda a: np.asarray(a, dtype)
     return MarginalPrior(
         point_faces=np.asarray(point_faces, np.int32),
         point_bary=f32(point_bary),
-        cov=f32(cov),
-        cov_blocks=f32(cov).reshape(p, 3, p, 3).transpose(0, 2, 1, 3),
-        gain=f32(W),
-        lag_mean=f32(lag_mean),
-        lag_basis=f32(R_mean),
-        lag_carry=f32(R_mean[lag_idx]),
-        lag_gain=f32(W[lag_idx]),
-        lag_hessian=f32(lag_hessian),
-        lag_cost=f32(lag_sq - lag_hessian),
+        cov_blocks=np.ascontiguousarray(f32(cov).reshape(p, 3, p, 3).transpose(0, 1, 3, 2)),
+        factor=f32(Q * root).reshape(p, 3, -1),
+        mean_from_lag=f32(mean_from_lag),
+        lag_cost_factor=f32(np.sqrt(np.clip(ev, 0.0, None))[:, None] * V.T),
+        shape_from_c=f32(shape_from_c),
+        shape_from_lag=f32(shape_from_lag),
+        lag_from_c=f32(shape_from_c[lag_idx]),
+        lag_from_lag=f32(shape_from_lag[lag_idx]),
         lag_index=lag_idx.astype(np.int32),
     )
+
+
+def _check_in_range(Q, lag_mean):
+    """The lag moves the prior mean of the points inside C's range (it acts through x), so the
+    whitened coordinates represent it exactly; a violation means inconsistent operators."""
+    outside = lag_mean - Q @ (Q.T @ lag_mean)
+    if np.linalg.norm(outside) > 1e-6 * max(np.linalg.norm(lag_mean), 1.0):
+        raise ValueError(f"lagged prior mean leaves the range of the point covariance "
+                         f"({np.linalg.norm(outside):.3g}); the linear terms are inconsistent")
 
 
 def _solve_spd(P: sp.csc_matrix, rhs: np.ndarray, num_dense: int) -> np.ndarray:

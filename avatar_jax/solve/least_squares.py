@@ -20,7 +20,12 @@ One iteration (per problem):
    any linear solver; actual reduction from one residual evaluation at ``x + step``.
 4. Gauss-Newton accepts every finite step. Levenberg-Marquardt accepts when the gain ratio
    ``ρ = actual / pred > 1e-4`` and updates λ with Nielsen's rule (accept: ``λ ·= max(⅓,
-   1 - (2ρ-1)³)``; reject: ``λ ·= ν, ν ·= 2``).
+   1 - (2ρ-1)³)``; reject: ``λ ·= ν, ν ·= 2``); ``damping_update=FactorDamping(...)`` instead
+   accepts any decrease and scales λ by fixed factors.
+
+With ``refresh=`` each iteration first updates the auxiliary ``args`` from the current
+parameters (correspondences, IRLS weights, lagged terms) and re-evaluates the residual under
+them; steps 1-4 then run under the refreshed args.
 
 Status codes (``Status``; ``status_name(code)``):
 
@@ -133,13 +138,16 @@ class NielsenDamping:
 
 @dataclasses.dataclass(frozen=True)
 class FactorDamping:
-    """LM damping update by fixed factors: ``λ ·= decrease`` after an accepted step, ``λ =
-    max(λ · increase, restart)`` after a rejected one. ``restart > 0`` lets LM start undamped
-    (``initial_damping=0``: plain Gauss-Newton steps while they succeed) and still recover."""
+    """Marquardt's original schedule: a step is accepted when it lowers the cost (no gain-ratio
+    test, so the driver skips the predicted reduction and its J·step product); ``λ ·= decrease``
+    after an accepted step, ``λ = max(λ · increase, restart)`` after a rejected one. ``restart >
+    0`` lets LM start undamped (``initial_damping=0``: plain Gauss-Newton steps while they
+    succeed) and still recover."""
 
     decrease: float = 1.0 / 3.0
     increase: float = 10.0
     restart: float = 1e-3
+    uses_gain_ratio = False  # class attribute, read by the driver
 
     def __call__(self, damping, nu, accept, ratio):
         return (jnp.where(accept, damping * self.decrease,
@@ -205,9 +213,11 @@ def least_squares(
         raises the cost it is judged on; the cost may change between iterations. It must keep
         the structure, shapes and dtypes of args. Only ``"unrolled"`` differentiation supports
         it (the implicit gradient would miss the refresh's dependence on the solution).
-      damping_update: the LM damping schedule, ``NielsenDamping()`` (default) or
-        ``FactorDamping(decrease, increase, restart)``; any callable ``(λ, ν, accept, ρ) ->
-        (λ, ν)`` works.
+      damping_update: the LM damping schedule, ``NielsenDamping()`` (default: accept when the
+        gain ratio ρ > 1e-4) or ``FactorDamping(decrease, increase, restart)`` (accept any
+        decrease); any callable ``(λ, ν, accept, ρ) -> (λ, ν)`` works. A schedule whose
+        ``uses_gain_ratio`` attribute is False accepts any decrease, and the driver then skips
+        the predicted reduction.
 
     Returns:
       ``LeastSquaresResult``.
@@ -318,19 +328,23 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
         args, r, cost = s.args, s.r, s.cost
         if refresh is not None:
             args = _checked_refresh(refresh, unravel(s.x), s.args)
-            r = fn(s.x, *args)
-            cost = 0.5 * jnp.vdot(r, r)
         if isinstance(solver, DenseCholesky):  # form J once: gradient, step and J·step share it
+            if refresh is not None:
+                r = fn(s.x, *args)
             jac = jax.jacfwd(lambda x: fn(x, *args))(s.x)  # [m, n]
             g = r @ jac
             step, ok = solver.solve_dense(jac, -g, s.damping, damping_mode)
             j_step = lambda v: jac @ v  # noqa: E731
         else:
-            _, j_step = jax.linearize(lambda x: fn(x, *args), s.x)
+            r_lin, j_step = jax.linearize(lambda x: fn(x, *args), s.x)
+            if refresh is not None:  # the residual under the refreshed args
+                r = r_lin
             (g,) = jax.linear_transpose(j_step, s.x)(r)
             step_tree, ok = solver(residual_fn, unravel(s.x), args, unravel(-g), s.damping,
                                    damping_mode)
             step = _flatten_step(step_tree, unravel(s.x), dtype)
+        if refresh is not None:
+            cost = 0.5 * jnp.vdot(r, r)
         g_inf = jnp.max(jnp.abs(g), initial=0.0)
         small_gradient = g_inf <= gtol
         ok = jnp.asarray(ok, bool) & jnp.all(jnp.isfinite(step))
@@ -346,7 +360,9 @@ def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damp
         ratio = actual / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
 
         if lm:
-            accept = ok & finite & (actual > 0) & (ratio > _ACCEPT_RATIO)
+            accept = ok & finite & (actual > 0)
+            if getattr(damping_update, "uses_gain_ratio", True):
+                accept = accept & (ratio > _ACCEPT_RATIO)
             damping, nu = damping_update(s.damping, s.nu, accept, ratio)
             damping, nu = jnp.asarray(damping, dtype), jnp.asarray(nu, dtype)
             exhausted = ~accept & (s.damping >= max_damping)
