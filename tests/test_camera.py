@@ -169,3 +169,24 @@ def test_reprojection_loss_gradient_finite_at_frontal_pose():
     for name in ("rotvec", "translation", "log_fs"):
         g = np.asarray(getattr(grads, name))
         assert np.all(np.isfinite(g)) and np.any(g != 0), name
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-4, 0.05, 0.3, 1.2, 3.0])
+def test_pose_jacobian_matches_autodiff(angle):
+    rng = np.random.default_rng(int(angle * 100))
+    axis = rng.normal(size=3)
+    rotvec = jnp.asarray(angle * axis / np.linalg.norm(axis), jnp.float32)
+    pts = jnp.asarray(rng.normal(scale=60.0, size=(20, 3)), jnp.float32)
+    camera = cam.camera_from_image_size(jnp.array([480.0, 640.0]), rotvec=rotvec,
+                                        translation=jnp.array([5.0, -8.0, -600.0]), log_fs=0.1)
+
+    def proj(pose, x):
+        c = camera.replace(rotvec=pose[:3], translation=pose[3:6], log_fs=pose[6])
+        return cam.project(c, x)
+
+    pose = jnp.concatenate([camera.rotvec, camera.translation, camera.log_fs[None]])
+    d_pose, d_points = cam.pose_jacobian(camera, pts)
+    ref_pose = jax.jacfwd(proj)(pose, pts)  # [N, 2, 7]
+    ref_points = jnp.einsum("iaib->iab", jax.jacfwd(proj, argnums=1)(pose, pts))
+    np.testing.assert_allclose(d_pose, ref_pose, rtol=2e-4, atol=2e-4 * float(jnp.abs(ref_pose).max()))
+    np.testing.assert_allclose(d_points, ref_points, rtol=1e-5, atol=1e-6)

@@ -244,6 +244,37 @@ def project_jacobian(camera: Camera, view_points: jax.Array) -> jax.Array:
     return jnp.stack([du, dv], -2)
 
 
+def rotation_left_jacobian(rotvec: jax.Array) -> jax.Array:
+    """Left Jacobian ``J_l(r)`` ``[..., 3, 3]`` of the rotation vector: ``d(R(r) X) = -[R X]_x
+    J_l(r) dr``. ``I + (1 - cos t)/t^2 [r]_x + (t - sin t)/t^3 [r]_x^2``, Taylor below t = 0.1
+    (where ``t - sin t`` loses float32 digits)."""
+    theta_sq, _, cosc, _ = _angle_terms(rotvec)
+    small = theta_sq < 1e-2
+    theta = jnp.sqrt(jnp.where(small, 1.0, theta_sq))
+    c3 = jnp.where(small, 1.0 / 6.0 - theta_sq / 120.0 + theta_sq**2 / 5040.0,
+                   (theta - jnp.sin(theta)) / theta**3)
+    k = skew(rotvec)
+    return jnp.eye(3, dtype=k.dtype) + cosc[..., None, None] * k + c3[..., None, None] * _dot(k, k)
+
+
+def pose_jacobian(camera: Camera, points: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Closed-form derivatives of :func:`project` at model points ``[..., N, 3]``.
+
+    Returns ``(d(u, v)/d(rotvec, translation, log_fs) [..., N, 2, 7], d(u, v)/dX [..., N, 2, 3])``
+    (the second w.r.t. the model-frame points). Equal to ``jax.jacfwd`` of :func:`project` (tested)
+    at a fraction of its cost.
+    """
+    rot = rotation_matrix(camera.rotvec)
+    rotated = _dot(points, jnp.swapaxes(rot, -1, -2))
+    view = rotated + camera.translation[..., None, :]
+    d_view = project_jacobian(camera, view)  # [..., N, 2, 3]
+    left = rotation_left_jacobian(camera.rotvec)[..., None, :, :]
+    d_rot = -_dot(_dot(d_view, skew(rotated)), left)
+    d_fs = project_view(camera, view) - camera.principal[..., None, :]
+    d_pose = jnp.concatenate([d_rot, d_view, d_fs[..., None]], -1)
+    return d_pose, _dot(d_view, rot[..., None, :, :])
+
+
 def intrinsic_matrix(camera: Camera) -> jax.Array:
     """OpenCV intrinsic matrices ``K`` ``[..., 3, 3]`` (fx = fy = fs*f, no skew)."""
     fpx = camera.focal_px
