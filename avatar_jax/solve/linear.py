@@ -107,7 +107,9 @@ class DenseCholesky:
         check_damping_mode(damping_mode)
         jtj = jnp.einsum("mi,mj->ij", jac, jac)
         d = damping_diagonal(jnp.diagonal(jtj), damping_mode)
-        chol = jnp.linalg.cholesky(jtj + jnp.diag(damping * d))
+        # JᵀJ is symmetric as formed and LAPACK reads one triangle: skip jnp.linalg.cholesky's
+        # (a + aᵀ)/2, which measured ~40% of a batched 136x136 factorisation on CPU
+        chol = jax.lax.linalg.cholesky(jtj + jnp.diag(damping * d), symmetrize_input=False)
         step = jax.scipy.linalg.cho_solve((chol, True), rhs)
         ok = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.isfinite(step))
         return jnp.where(ok, step, jnp.zeros_like(step)), ok
