@@ -77,7 +77,9 @@ class FitConfig:
     landmark_kernel: GemanMcClure | None = None
     extra_linear_terms: tuple["LinearTermSpec", ...] = ()
     extra_pose_terms: tuple["PoseTermSpec", ...] = ()
-    chunk_size: int = 16  # images per vmap chunk; chunks run under lax.map (cache-friendly)
+    # images per vmap chunk; chunks run under lax.map (cache-friendly). 32 measured 2-5% faster
+    # than 16 and 64 at B = 32 and 256 (full energy and landmark-only, one process, same run)
+    chunk_size: int = 32
 
     def __post_init__(self):
         if self.method not in ("gauss_newton", "levenberg_marquardt"):

@@ -563,8 +563,8 @@ def _camera_energy_terms(config, data, pose, active) -> dict:
 
 def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertices) -> FitResult:
     """Shape unknowns, meshes and linear-term energies for the whole batch ``[B, ...]``: one
-    GEMM with W = P^-1 S^T (25 MB, read once rather than once per chunk); the linear terms'
-    energies (Ec with beta^{t-1} = the final beta, priors) from :func:`_term_energy_operators`."""
+    GEMM with ``shape_from_c`` (nx x r, 16 MB with dP: read once rather than once per chunk); the
+    linear terms' energies (Ec with beta^{t-1} = the final beta, priors) from :func:`_term_energy_operators`."""
     layout, pr = ops.layout, ops.prior
     x = part.c @ pr.shape_from_c.T + part.lag @ pr.shape_from_lag.T  # [B, nx]
     alpha, beta, delta = layout.split(x)
