@@ -139,10 +139,10 @@ class NielsenDamping:
 @dataclasses.dataclass(frozen=True)
 class FactorDamping:
     """Marquardt's original schedule: a step is accepted when it lowers the cost (no gain-ratio
-    test, so the driver skips the predicted reduction and its J·step product); ``λ ·= decrease``
-    after an accepted step, ``λ = max(λ · increase, restart)`` after a rejected one. ``restart >
-    0`` lets LM start undamped (``initial_damping=0``: plain Gauss-Newton steps while they
-    succeed) and still recover."""
+    test, so the predicted reduction and its J·step product go unused and are compiled away);
+    ``λ ·= decrease`` after an accepted step, ``λ = max(λ · increase, restart)`` after a rejected
+    one. ``restart > 0`` lets LM start undamped (``initial_damping=0``: plain Gauss-Newton steps
+    while they succeed) and still recover."""
 
     decrease: float = 1.0 / 3.0
     increase: float = 10.0
@@ -216,8 +216,8 @@ def least_squares(
       damping_update: the LM damping schedule, ``NielsenDamping()`` (default: accept when the
         gain ratio ρ > 1e-4) or ``FactorDamping(decrease, increase, restart)`` (accept any
         decrease); any callable ``(λ, ν, accept, ρ) -> (λ, ν)`` works. A schedule whose
-        ``uses_gain_ratio`` attribute is False accepts any decrease, and the driver then skips
-        the predicted reduction.
+        ``uses_gain_ratio`` attribute is False accepts any decrease (its predicted reduction
+        is then unused, and compiled away).
 
     Returns:
       ``LeastSquaresResult``.
