@@ -300,3 +300,11 @@ def test_structured_solver_solves_the_damped_normal_equations_for_any_rhs(clean_
         got = np.asarray(jax.flatten_util.ravel_pytree(step)[0])
     assert bool(ok)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-8
+
+
+def test_chunk_size_default_and_validation():
+    assert F._chunk_size(FitConfig(chunk_size=8)) == 8
+    expected = 32 if jax.default_backend() == "cpu" else 1 << 30  # accelerators: one vmap
+    assert F._chunk_size(FitConfig()) == expected
+    with pytest.raises(ValueError, match="chunk_size"):
+        FitConfig(chunk_size=0)

@@ -592,10 +592,24 @@ def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertice
 
 # ----------------------------------------------------------------------------- public API
 
-def _fit_padded(ops, model, config, targets, confidence, image_sizes, base_vertices):
-    """Per-image iterations in chunks of ``config.chunk_size`` (vmap; chunks in sequence under
-    lax.map, which keeps each chunk's working set in cache), then the batch-wide mesh rebuild."""
-    chunk = min(config.chunk_size, targets.shape[0])
+# Images per vmap chunk on a CPU backend: 32 measured 2-5% faster than 16 and 64 at B = 32 and
+# 256 (full energy and landmark-only, one process, same run).
+_CPU_CHUNK = 32
+
+
+def _chunk_size(config: FitConfig) -> int:
+    """``config.chunk_size``, or by default 32 on a CPU backend (chunks in sequence under lax.map
+    keep each chunk's working set in cache) and the whole batch on an accelerator, which one vmap
+    fills (H100, B = 4096: 0.030 ms/image in one vmap, 0.12 ms/image in chunks of 32)."""
+    if config.chunk_size is not None:
+        return config.chunk_size
+    return _CPU_CHUNK if jax.default_backend() == "cpu" else 1 << 30
+
+
+def _fit_padded(ops, model, config, chunk, targets, confidence, image_sizes, base_vertices):
+    """Per-image iterations in chunks of ``chunk`` images (vmap; chunks in sequence under
+    lax.map), then the batch-wide mesh rebuild."""
+    chunk = min(chunk, targets.shape[0])
     one = jax.vmap(lambda t, c, s, b: _fit_one(ops, model, config, t, c, s, b))
     n = targets.shape[0]
     reshape = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])
@@ -605,7 +619,7 @@ def _fit_padded(ops, model, config, targets, confidence, image_sizes, base_verti
     return _assemble(ops, model, part, base_vertices)
 
 
-_fit_jit = jax.jit(_fit_padded, static_argnames=("config",))
+_fit_jit = jax.jit(_fit_padded, static_argnames=("config", "chunk"))
 
 
 def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig(), *,
@@ -655,7 +669,8 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
         if base.shape != (b,) + tuple(model.neutral.shape):
             raise ValueError(f"base_shape must have shape [B, V, 3] = ({b}, {model.num_vertices}, 3), "
                              f"got {base.shape}")
-    padded = _padded_size(b, config.chunk_size)
+    chunk = _chunk_size(config)
+    padded = _padded_size(b, chunk)
     pad = lambda a, fill: np.concatenate([a, np.full((padded - b,) + a.shape[1:], fill, a.dtype)])
     sizes_fill = image_sizes[:1] if b else np.ones((1, 2), np.float32)
     # Full float32 products: GPUs default to TF32 passes (~1e-3 relative), which moved vertices by
@@ -663,7 +678,7 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
     # GEMMs are small, so full precision costs little. No effect on CPU.
     with single_blas_thread(), jax.default_matmul_precision("highest"):
         out = jax.block_until_ready(_fit_jit(
-            ops, model, config, pad(landmarks, np.nan), pad(confidence, 1.0),
+            ops, model, config, chunk, pad(landmarks, np.nan), pad(confidence, 1.0),
             np.concatenate([image_sizes, np.repeat(sizes_fill, padded - b, 0)]),
             pad(np.ascontiguousarray(base), 0.0)))
     return jax.tree.map(lambda a: a[:b], out)
