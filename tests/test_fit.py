@@ -240,29 +240,35 @@ def test_eliminated_step_equals_dense_full_solve(clean_batch, use_corrective):
     assert rel < 1e-5
 
 
-def _eliminated_vs_dense(clean_batch, cfg):
+def _float64_iterate(cfg, landmarks, image_size):
+    """float64 model, operators, image data, and the parameters and refreshed args after two
+    Gauss-Newton iterations from EPnP: a point with non-zero shape and lag and a slid contour
+    (call under ``jax.enable_x64``)."""
     model = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating)
                          else a, load_head_model())
     ops = F.prepare(model, cfg, dtype=np.float64)
-    img = 5
-    data, valid = F._image_data(ops, jnp.asarray(clean_batch.landmarks[img]) + 3.0,
-                                jnp.ones(68), jnp.asarray(clean_batch.image_sizes[img]),
+    size = jnp.asarray(image_size, jnp.float64)
+    data, valid = F._image_data(ops, jnp.asarray(landmarks, jnp.float64), jnp.ones(68), size,
                                 jnp.asarray(model.neutral))
-    pose0, ok = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[img]))
+    pose0, _ = F._initial_pose(ops, data, valid, size)
     aux = F._Aux(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
-    params = {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}
-    # two iterations move to a point with non-zero shape, lag and a slid contour; the third
-    # iteration's refresh gives the contour, lag and weights the step is taken under
-    res = F._solve(ops, cfg, data, params, aux, 2, jnp.asarray(0.0))
-    _, aux = F._refresh(ops, cfg, res.params, data, res.args[1])
-    x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, res.params, aux)
+    res = F._solve(ops, cfg, data, {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}, aux, 2,
+                   jnp.asarray(0.0))
+    _, aux = F._refresh(ops, cfg, res.params, data, res.args[1])  # the third iteration's args
+    return model, ops, data, res.params, aux
+
+
+def _eliminated_vs_dense(clean_batch, cfg):
+    model, ops, data, params, aux = _float64_iterate(cfg, clean_batch.landmarks[5] + 3.0,
+                                                     clean_batch.image_sizes[5])
+    x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, params, aux)
     residual = lambda p: jax.flatten_util.ravel_pytree(F._residual(ops, cfg, p, data, aux))[0]
-    r, vjp = jax.vjp(residual, res.params)
+    r, vjp = jax.vjp(residual, params)
     (g,) = vjp(r)
-    step, ok = F.ShapeEliminatingSolver(ops, cfg)(None, res.params, (data, aux), jax.tree.map(jnp.negative, g),
+    step, ok = F.ShapeEliminatingSolver(ops, cfg)(None, params, (data, aux), jax.tree.map(jnp.negative, g),
                                                   jnp.asarray(0.0), "marquardt")
     assert bool(ok)
-    x1 = np.asarray(F._shape_vector(ops, res.params["c"] + step["c"], aux.lag))
+    x1 = np.asarray(F._shape_vector(ops, params["c"] + step["c"], aux.lag))
     dx = x1 - x0
     dpose = np.asarray(step["pose"])
     full_ref = np.concatenate([dx_ref, dpose_ref])
@@ -277,16 +283,7 @@ def test_structured_solver_solves_the_damped_normal_equations_for_any_rhs(clean_
     (pose, c) problem, for a random right-hand side and damping (float64)."""
     with jax.enable_x64(True):
         cfg = FitConfig()
-        model = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating)
-                             else a, load_head_model())
-        ops = F.prepare(model, cfg, dtype=np.float64)
-        data, valid = F._image_data(ops, jnp.asarray(clean_batch.landmarks[3], jnp.float64), jnp.ones(68),
-                                    jnp.asarray(clean_batch.image_sizes[3], jnp.float64), jnp.asarray(model.neutral))
-        pose0, _ = F._initial_pose(ops, data, valid, jnp.asarray(clean_batch.image_sizes[3], jnp.float64))
-        aux = F._Aux(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
-        res = F._solve(ops, cfg, data, {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}, aux, 2,
-                       jnp.asarray(0.0))
-        params, aux = res.params, res.args[1]
+        _, ops, data, params, aux = _float64_iterate(cfg, clean_batch.landmarks[3], clean_batch.image_sizes[3])
         x, unravel = jax.flatten_util.ravel_pytree(params)
         J = np.asarray(jax.jacfwd(lambda v: jax.flatten_util.ravel_pytree(
             F._residual(ops, cfg, unravel(v), data, aux))[0])(x))

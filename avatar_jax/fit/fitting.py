@@ -61,7 +61,7 @@ MIN_VALID_LANDMARKS = 6
 # the remaining iterations on rejected steps on a few noisy high-yaw faces: at 4 px noise the
 # worst reprojection of 256 heads was 17.8 px (4.6 px on a second seed), now 3.1 px (3.1 px),
 # noise-free fits unchanged.
-_LM_DECREASE, _LM_INCREASE, _LM_RESTART = 0.3, 10.0, 0.1
+_LM_SCHEDULE = FactorDamping(decrease=0.3, increase=10.0, restart=0.1)
 
 
 # ----------------------------------------------------------------------------- prepared operators
@@ -476,9 +476,6 @@ def _energy(ops, config, data, params, aux: _Aux):
     r = _residual(ops, config, params, data, aux)
     sq = lambda v: jnp.sum(v * v)  # noqa: E731
     return sum(_camera_energy_terms(config, data, params["pose"], active).values()) + sq(r["shape"]) + sq(r["lag"])
-
-
-_LM_SCHEDULE = FactorDamping(_LM_DECREASE, _LM_INCREASE, _LM_RESTART)
 
 
 def _solve(ops, config, data, params, aux, iterations, damping):
