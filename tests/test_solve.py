@@ -415,9 +415,14 @@ def test_bad_inputs_raise_clear_errors():
         least_squares(lambda p: p, jnp.ones(2), iterations=0)
 
 
-def test_batched_least_squares_chunks_equal_vmap():
+def test_batched_least_squares_chunks_equal_vmap(x64):
+    """float64 and unconverged (3 iterations) like test_batched_equals_looped: at float32's
+    precision floor a step's accept/reject is decided by rounding, which differs between a
+    chunk of 2 and the remainder chunk of 1."""
     p0, ys = _decay_batch(5)
-    kw = dict(iterations=6)
+    ys = ys.astype(jnp.float64)
+    p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
+    kw = dict(iterations=3)
     chunked = jax.jit(lambda p, y: batched_least_squares(decay_residual, p, y, chunk_size=2,
                                                          **kw))(p0, ys)
     plain = jax.jit(jax.vmap(lambda p, y: least_squares(decay_residual, p, y, **kw)))(p0, ys)
