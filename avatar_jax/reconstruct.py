@@ -150,7 +150,7 @@ def _export(stem: Path, verts, texture, capped, options, timings) -> list[Path]:
 
 def _write_overlay(path: Path, image, face, res, model) -> Path:
     """Photo with the mesh wireframe (grey), detected (green) and fitted (red) landmarks."""
-    from avatar_jax.fit.camera import project
+    from avatar_jax.geometry.camera import project
 
     canvas = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
     px = np.asarray(project(res.camera, res.vertices))
@@ -173,7 +173,7 @@ def _write_report(path: Path, photo, face, res, model, timings) -> Path:
         "camera": {"rotvec": cam.rotvec.tolist(), "translation_mm": cam.translation.tolist(),
                    "focal_scale": float(np.exp(cam.log_fs)), "focal_px": float(np.exp(cam.log_fs) * cam.focal),
                    "principal_px": cam.principal.tolist(),
-                   "convention": "X_view = R(rotvec) X + t, OpenGL eye space; see avatar_jax.fit.camera"},
+                   "convention": "X_view = R(rotvec) X + t, OpenGL eye space; see avatar_jax.geometry.camera"},
         "identity": res.identity.tolist(),
         "expression": dict(zip(model.expression_names, res.expression.tolist())),
         "energy": float(res.energy),

@@ -78,7 +78,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from avatar_jax.model.head import JAW_LANDMARKS, HeadModel, vertex_normals  # noqa: E402
+from avatar_jax.geometry.mesh import vertex_normals  # noqa: E402
+from avatar_jax.model.head import JAW_LANDMARKS, HeadModel  # noqa: E402
 
 NUM_LANDMARKS = 68
 # eos's 1-based iBUG names of the jaw landmarks (eos share/ibug_to_sfm.txt [contour_landmarks]).

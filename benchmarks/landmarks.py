@@ -40,7 +40,8 @@ TESTDATA = REPO.parent / "shared" / "testdata"
 
 from avatar_jax.io.image import load_image  # noqa: E402
 from avatar_jax.io.pts import read_pts  # noqa: E402
-from avatar_jax.landmarks import dense, ibug68  # noqa: E402
+from avatar_jax.fit import dense  # noqa: E402
+from avatar_jax.landmarks import ibug68  # noqa: E402
 from avatar_jax.landmarks.dlib_backend import _models as _dlib_models, detect_faces_dlib  # noqa: E402
 from avatar_jax.landmarks.mediapipe import FaceMeshPipeline  # noqa: E402
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avatar_jax.solve import ConjugateGradient, DenseCholesky, batched_least_squares
+from avatar_jax.solve import ConjugateGradient, DenseCholesky, LevenbergMarquardt, batched_least_squares
 
 try:
     import optimistix as optx
@@ -101,8 +101,8 @@ CHUNK = 64  # problems per chunk for the chunked batch (ours by default; peers g
 
 def ours(residual, iterations, linear_solver, chunk):
     def run(p, d):
-        r = batched_least_squares(residual, p, d, iterations=iterations,
-                                  linear_solver=linear_solver, chunk_size=chunk)
+        r = batched_least_squares(residual, p, d, iterations=iterations, chunk_size=chunk,
+                                  solver=LevenbergMarquardt(linear_solver=linear_solver))
         return r.params, r.cost
 
     return jax.jit(run)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 
 
 def _random_rotvecs(rng, n, max_angle=np.pi):

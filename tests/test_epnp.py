@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 from avatar_jax.fit.epnp import epnp, epnp_camera
 
 N = 68  # every test uses 68 points and batches of B so the compiled functions are shared

@@ -17,7 +17,7 @@ import pytest
 from avatar_jax.cli import main
 from avatar_jax.evaluate import rendered as er
 from avatar_jax.evaluate import synthetic as es
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 from avatar_jax.model import load_head_model
 
 METHODS = ("landmark-only", "full energy")

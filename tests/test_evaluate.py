@@ -14,9 +14,9 @@ from avatar_jax.evaluate import (
     armse,
     icp,
     landmark_nme,
-    point_triangle_distance,
     similarity_from_correspondences,
 )
+from avatar_jax.geometry.closest import point_triangle_distance
 from avatar_jax.model.head import ALIGNMENT_LANDMARKS
 
 ICT = SHARED / "assets" / "ict_facekit" / "ict_head.npz"

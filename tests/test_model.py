@@ -21,16 +21,15 @@ from avatar_jax.model import (
     laplacian_matrix,
     load_head_model,
     sample_surface,
-    vertex_normals,
     vertices,
 )
 from avatar_jax.model import load as load_mod
-from avatar_jax.model.mesh_ops import (
-    closest_point_on_mesh,
-    closest_point_on_triangles,
+from avatar_jax.geometry.closest import closest_point_on_mesh, closest_point_on_triangles
+from avatar_jax.geometry.mesh import (
     cotangent_laplacian,
     edge_face_counts,
     is_consistently_oriented,
+    vertex_normals,
 )
 
 REPO = Path(__file__).resolve().parents[1]

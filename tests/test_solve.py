@@ -15,11 +15,21 @@ import scipy.optimize
 from avatar_jax.solve import (
     ConjugateGradient,
     DenseCholesky,
+    FactorDamping,
+    GaussNewton,
+    ImplicitExact,
+    ImplicitGaussNewton,
+    LevenbergMarquardt,
+    NielsenDamping,
     Status,
+    Tolerances,
+    Unrolled,
     batched_least_squares,
     least_squares,
-    status_name,
+    linearise_matrix_free,
 )
+
+METHODS = {"levenberg_marquardt": LevenbergMarquardt(), "gauss_newton": GaussNewton()}
 
 
 @pytest.fixture
@@ -141,7 +151,7 @@ def test_matches_scipy(x64, name, method):
     fn, p0, args = CLASSIC[name]()
     if method == "gauss_newton" and name == "rosenbrock":
         p0 = jnp.array([-1.2, 1.0])  # plain GN converges here too (in 3 steps)
-    run = jax.jit(lambda p, *a: least_squares(fn, p, *a, method=method, iterations=100))
+    run = jax.jit(lambda p, *a: least_squares(fn, p, *a, solver=METHODS[method], iterations=100))
     res = run(p0, *args)
     x_ref, cost_ref = _scipy_fit(fn, p0, *args)
     # norm-wise relative error: elementwise is meaningless for entries near 0 of an
@@ -166,13 +176,12 @@ def test_powell_singular_reaches_zero_like_scipy(x64):
 def test_conjugate_gradient_matches_dense(x64):
     fn, p0, args = CLASSIC["bundle"]()  # n = 42 (exact diagonal) ...
     dense = least_squares(fn, p0, *args, iterations=40)
-    cg = least_squares(fn, p0, *args, iterations=40,
-                       linear_solver=ConjugateGradient(max_iterations=200))
+    cg = least_squares(fn, p0, *args, iterations=40, solver=LevenbergMarquardt(
+        linear_solver=ConjugateGradient(max_iterations=200)))
     assert_relative(_flat(cg.params), _flat(dense.params), 1e-8)
     # ... and with the randomised diagonal estimate (only changes the damping path)
-    cg_est = least_squares(fn, p0, *args, iterations=60,
-                           linear_solver=ConjugateGradient(max_iterations=200,
-                                                           exact_diagonal_limit=0))
+    cg_est = least_squares(fn, p0, *args, iterations=60, solver=LevenbergMarquardt(
+        linear_solver=ConjugateGradient(max_iterations=200, exact_diagonal_limit=0)))
     assert_relative(_flat(cg_est.params), _flat(dense.params), 1e-8)
 
 
@@ -183,9 +192,10 @@ def test_conjugate_gradient_matches_dense(x64):
 @dataclasses.dataclass(frozen=True)
 class BundleSchur:
     """Eliminates the points (3x3 blocks) and solves the reduced camera system densely.
-    Uses only jvps of the residual per block (never the full J), exercising the protocol."""
+    Uses only jvps of the residual per block (never the full J), exercising the protocol:
+    ``linearise`` keeps the blocks of JᵀJ, ``solve`` damps and eliminates."""
 
-    def __call__(self, residual_fn, params, args, rhs, damping, damping_mode):
+    def linearise(self, residual_fn, params, args):
         flat_r = lambda p: jax.flatten_util.ravel_pytree(residual_fn(p, *args))[0]  # noqa: E731
         cams, pts = params["cameras"], params["points"]
 
@@ -202,6 +212,10 @@ class BundleSchur:
         u = jc.T @ jc
         v = jnp.einsum("mpi,mpj->pij", jp, jp)  # block diagonal of the point part
         w = jnp.einsum("mc,mpj->cpj", jc, jp)  # [6C, P, 3]
+        return linearise_matrix_free(residual_fn, params, args, operator=(u, v, w))
+
+    def solve(self, linearisation, rhs, damping, damping_mode):
+        u, v, w = linearisation.operator
         d_u = jnp.diag(u) if damping_mode == "marquardt" else jnp.ones(u.shape[0])
         d_v = (jnp.diagonal(v, axis1=1, axis2=2) if damping_mode == "marquardt"
                else jnp.ones(v.shape[:2]))
@@ -214,29 +228,44 @@ class BundleSchur:
         dc = jnp.linalg.solve(schur, rhs_c)
         dp = jnp.einsum("pij,pj->pi", v_inv, bp - jnp.einsum("cpi,c->pi", w, dc))
         ok = jnp.all(jnp.isfinite(dc)) & jnp.all(jnp.isfinite(dp))
-        return {"cameras": dc.reshape(cams.shape), "points": dp}, ok
+        return {"cameras": dc.reshape(rhs["cameras"].shape), "points": dp}, ok
 
 
 def test_structured_solver_protocol(x64):
     fn, p0, args = CLASSIC["bundle"]()
     dense = least_squares(fn, p0, *args, iterations=30)
-    schur = jax.jit(lambda p, *a: least_squares(fn, p, *a, iterations=30,
-                                                linear_solver=BundleSchur()))(p0, *args)
+    schur = jax.jit(lambda p, *a: least_squares(fn, p, *a, iterations=30, solver=LevenbergMarquardt(
+        linear_solver=BundleSchur())))(p0, *args)
     assert_relative(_flat(schur.params), _flat(dense.params), 1e-8)
     # the structured solver also serves the Gauss-Newton implicit gradient
     grad = lambda solver: jax.jit(jax.grad(lambda o: jnp.sum(least_squares(  # noqa: E731
-        fn, p0, o, args[1], iterations=30, linear_solver=solver,
-        implicit_hessian="gauss_newton").params["points"])))(args[0])
+        fn, p0, o, args[1], iterations=30, solver=LevenbergMarquardt(linear_solver=solver),
+        differentiation=ImplicitGaussNewton()).params["points"])))(args[0])
     np.testing.assert_allclose(grad(BundleSchur()), grad(DenseCholesky()), rtol=1e-6, atol=1e-9)
 
 
-def test_structured_solver_with_wrong_step_shape_is_named():
-    def bad_solver(residual_fn, params, args, rhs, damping, damping_mode):
+class _WrongShapeSolver:
+    def linearise(self, residual_fn, params, args):
+        return linearise_matrix_free(residual_fn, params, args)
+
+    def solve(self, linearisation, rhs, damping, damping_mode):
         return {"a": rhs["a"][:1], "b": rhs["b"]}, jnp.bool_(True)
 
+
+def test_structured_solver_with_wrong_step_shape_is_named():
     with pytest.raises(ValueError, match=r"\['a'\].*shape"):
         least_squares(lambda p: jnp.concatenate([p["a"], p["b"]]),
-                      {"a": jnp.ones(2), "b": jnp.ones(1)}, linear_solver=bad_solver)
+                      {"a": jnp.ones(2), "b": jnp.ones(1)},
+                      solver=LevenbergMarquardt(linear_solver=_WrongShapeSolver()))
+
+
+def test_linear_solver_without_the_protocol_is_refused_at_construction():
+    def old_style(residual_fn, params, args, rhs, damping, damping_mode):  # the former callable protocol
+        return rhs, jnp.bool_(True)
+
+    for method in (GaussNewton, LevenbergMarquardt):
+        with pytest.raises(ValueError, match=r"linear_solver must implement the LinearSolver protocol"):
+            method(linear_solver=old_style)
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,7 +285,7 @@ def test_batched_equals_looped(x64, method):
     p0, ys = _decay_batch(6)
     ys = ys.astype(jnp.float64)
     p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
-    solve = lambda p, y: least_squares(decay_residual, p, y, method=method,  # noqa: E731
+    solve = lambda p, y: least_squares(decay_residual, p, y, solver=METHODS[method],  # noqa: E731
                                        iterations=3)
     batched = jax.jit(jax.vmap(solve))(p0, ys)
     if method == "levenberg_marquardt":  # still far from the floor in the last iteration
@@ -273,14 +302,14 @@ def test_batched_equals_looped(x64, method):
 @pytest.mark.parametrize("method", ["levenberg_marquardt", "gauss_newton"])
 def test_nan_in_one_problem_changes_no_other(method):
     p0, ys = _decay_batch(5)
-    solve = jax.jit(jax.vmap(lambda p, y: least_squares(decay_residual, p, y, method=method,
+    solve = jax.jit(jax.vmap(lambda p, y: least_squares(decay_residual, p, y, solver=METHODS[method],
                                                         iterations=20)))
     clean = solve(p0, ys)
     poisoned = solve(p0, ys.at[2, 7].set(jnp.nan).at[4, 0].set(jnp.inf))
     others = np.array([0, 1, 3])
     for a, b in zip(jax.tree_util.tree_leaves(clean), jax.tree_util.tree_leaves(poisoned)):
         np.testing.assert_array_equal(np.asarray(a)[others], np.asarray(b)[others])
-    assert [status_name(s) for s in np.asarray(poisoned.status)[[2, 4]]] == ["NON_FINITE"] * 2
+    assert [Status.of(s).name for s in np.asarray(poisoned.status)[[2, 4]]] == ["NON_FINITE"] * 2
     assert np.all(np.asarray(poisoned.iterations)[[2, 4]] == 0)
     np.testing.assert_array_equal(np.asarray(poisoned.params["a"])[[2, 4]], 1.0)
 
@@ -291,8 +320,8 @@ def test_nan_mid_solve_keeps_last_finite_params():
     def fn(p):
         return jnp.stack([jnp.sqrt(p[0]) - 0.1, 0.1 * p[0]])
 
-    gn = least_squares(fn, jnp.array([4.0]), method="gauss_newton", iterations=20)
-    assert status_name(gn.status) == "NON_FINITE" and np.isfinite(gn.params).all()
+    gn = least_squares(fn, jnp.array([4.0]), solver=GaussNewton(), iterations=20)
+    assert Status.of(gn.status) == Status.NON_FINITE and np.isfinite(gn.params).all()
     assert 0 < int(gn.iterations) < 20 and np.isfinite(gn.cost)
     lm = least_squares(fn, jnp.array([4.0]), iterations=60)
     assert np.isfinite(lm.params).all() and float(lm.cost) < float(lm.initial_cost)
@@ -300,23 +329,24 @@ def test_nan_mid_solve_keeps_last_finite_params():
 
 def test_statuses():
     # singular: a parameter the residual ignores makes JᵀJ singular for Gauss-Newton ...
-    singular = least_squares(lambda p: p[:1] - 1.0, jnp.zeros(2), method="gauss_newton")
+    singular = least_squares(lambda p: p[:1] - 1.0, jnp.zeros(2), solver=GaussNewton())
     assert int(singular.status) == Status.SINGULAR and int(singular.iterations) == 1
     # ... while Marquardt damping with a clamped diagonal still solves it
-    lm = least_squares(lambda p: p[:1] - 1.0, jnp.zeros(2), iterations=30, gtol=1e-6)
-    assert status_name(lm.status) == "CONVERGED"
+    lm = least_squares(lambda p: p[:1] - 1.0, jnp.zeros(2), iterations=30,
+                       tolerances=Tolerances(gtol=1e-6))
+    assert Status.of(lm.status) == Status.OK
     np.testing.assert_allclose(lm.params, [1.0, 0.0], atol=1e-5)
     # tolerances freeze a problem: its history stays constant afterwards
     y = jnp.asarray(decay_data(), jnp.float32)
-    tol = least_squares(decay_residual, DECAY_P0, y, iterations=50, ftol=1e-6)
+    tol = least_squares(decay_residual, DECAY_P0, y, iterations=50, tolerances=Tolerances(ftol=1e-6))
     n = int(tol.iterations)
-    assert status_name(tol.status) == "CONVERGED" and n < 50
+    assert Status.of(tol.status) == Status.OK and n < 50
     assert np.all(np.asarray(tol.cost_history)[n - 1:] == float(tol.cost))
     # and without tolerances all iterations run
     fixed = least_squares(decay_residual, DECAY_P0, jnp.asarray(decay_data() + 5.0), iterations=3)
-    assert status_name(fixed.status) == "MAX_ITERATIONS" and int(fixed.iterations) == 3
+    assert Status.of(fixed.status).name == "MAX_ITERATIONS" and int(fixed.iterations) == 3
     with pytest.raises(ValueError, match="unknown"):
-        status_name(7)
+        Status.of(99)
 
 
 # ------------------------------------------------------------------------------------------
@@ -340,8 +370,8 @@ def test_gradients_match_finite_differences(x64, mode):
     second-order residual term (small here: the noise is small)."""
     y = jnp.asarray(decay_data())
     w = jnp.array([0.3, -1.0, 2.0])
-    kw = ({"differentiation": "unrolled"} if mode == "unrolled"
-          else {"implicit_hessian": mode})
+    kw = {"differentiation": {"exact": ImplicitExact(), "gauss_newton": ImplicitGaussNewton(),
+                              "unrolled": Unrolled()}[mode]}
 
     def objective(y_, **k):
         p = least_squares(decay_residual, DECAY_P0, y_, iterations=60, **k).params
@@ -396,6 +426,15 @@ def test_second_call_does_not_recompile():
     n_traces = len(traces)
     solve(jax.tree_util.tree_map(lambda a: a + 0.1, p0), ys * 1.5).cost.block_until_ready()
     assert solve._cache_size() == 1 and len(traces) == n_traces
+    # config objects compare by value: an equal one, built anew, as a static argument hits the cache
+    solve_with = jax.jit(lambda p, y, solver: jax.vmap(lambda q, z: least_squares(
+        fn, q, z, iterations=5, solver=solver))(p, y), static_argnames="solver")
+    make = lambda: LevenbergMarquardt(damping=FactorDamping(0.3, 10.0, 0.1),  # noqa: E731
+                                      linear_solver=DenseCholesky())
+    solve_with(p0, ys, solver=make())
+    solve_with(p0, ys * 1.5, solver=make()).cost.block_until_ready()
+    assert solve_with._cache_size() == 1
+    assert hash(make()) == hash(make()) and make() != LevenbergMarquardt()
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -407,12 +446,36 @@ def test_bad_inputs_raise_clear_errors():
         least_squares(lambda p: {"r": jnp.round(p).astype(jnp.int32)}, jnp.ones(2))
     with pytest.raises(ValueError, match="mix dtypes"):
         least_squares(lambda p: p["a"], {"a": jnp.ones(2), "b": jnp.ones(2, jnp.float16)})
-    with pytest.raises(ValueError, match="method"):
-        least_squares(lambda p: p, jnp.ones(2), method="newton")
-    with pytest.raises(ValueError, match="damping_mode"):
-        least_squares(lambda p: p, jnp.ones(2), damping_mode="levenberg")
-    with pytest.raises(ValueError, match="iterations"):
+    with pytest.raises(ValueError, match="solver must be GaussNewton.*or LevenbergMarquardt.*'newton'"):
+        least_squares(lambda p: p, jnp.ones(2), solver="newton")
+    with pytest.raises(ValueError, match="iterations must be a positive Python int"):
         least_squares(lambda p: p, jnp.ones(2), iterations=0)
+    with pytest.raises(ValueError, match="differentiation must be ImplicitExact.*'implicit'"):
+        least_squares(lambda p: p, jnp.ones(2), differentiation="implicit")
+    with pytest.raises(ValueError, match="tolerances must be a Tolerances"):
+        least_squares(lambda p: p, jnp.ones(2), tolerances=1e-6)
+
+
+def test_bad_configs_raise_at_construction():
+    with pytest.raises(ValueError, match="damping_mode must be one of.*'levenberg'"):
+        LevenbergMarquardt(damping_mode="levenberg")
+    with pytest.raises(ValueError, match=r"LevenbergMarquardt.initial_damping must be >= 0"):
+        LevenbergMarquardt(initial_damping=-1.0)
+    with pytest.raises(ValueError, match=r"LevenbergMarquardt.max_damping must be > 0"):
+        LevenbergMarquardt(max_damping=0.0)
+    with pytest.raises(ValueError, match="LevenbergMarquardt.damping must be NielsenDamping"):
+        LevenbergMarquardt(damping=lambda lam, nu, accept, ratio: (lam, nu))  # the former callable
+    with pytest.raises(ValueError, match=r"Tolerances.ftol must be >= 0"):
+        Tolerances(ftol=-1e-6)
+    with pytest.raises(ValueError, match=r"FactorDamping.increase must be > 1"):
+        FactorDamping(increase=0.5)
+    with pytest.raises(ValueError, match="ConjugateGradient.max_iterations"):
+        ConjugateGradient(max_iterations=0)
+    with pytest.raises(ValueError, match="ImplicitExact.dense_limit"):
+        ImplicitExact(dense_limit=-1)
+    # a traced damping (carried over from an earlier solve) is accepted unchecked
+    jax.jit(lambda lam: least_squares(lambda p: p - 1.0, jnp.zeros(2), iterations=2,
+                                      solver=LevenbergMarquardt(initial_damping=lam)).cost)(0.5)
 
 
 def test_batched_least_squares_chunks_equal_vmap(x64):
@@ -483,24 +546,28 @@ def test_refresh_is_batched_and_rejects_implicit_differentiation():
                         refresh=_nearest)
     np.testing.assert_allclose(out.params[1], one.params, atol=1e-6)
     np.testing.assert_allclose(out.params[:, 1:], np.tile([0.1, -0.05], (3, 1)), atol=1e-5)
-    with pytest.raises(ValueError, match="refresh needs differentiation='unrolled'"):
-        least_squares(_icp_residual, jnp.zeros(3), source[0], target[0], args[2][0], refresh=_nearest,
-                      differentiation="implicit")
+    for implicit in (ImplicitExact(), ImplicitGaussNewton()):
+        with pytest.raises(ValueError, match=r"refresh needs differentiation=Unrolled\(\)"):
+            least_squares(_icp_residual, jnp.zeros(3), source[0], target[0], args[2][0],
+                          refresh=_nearest, differentiation=implicit)
     with pytest.raises(ValueError, match="refresh must return args"):
         least_squares(_icp_residual, jnp.zeros(3), source[0], target[0], args[2][0],
                       refresh=lambda p, s, t, m: (s, t))
 
 
 def test_factor_damping_schedule():
-    from avatar_jax.solve import FactorDamping
-
     upd = FactorDamping(decrease=0.3, increase=10.0, restart=0.1)
-    lam, _ = upd(jnp.asarray(0.0), 2.0, jnp.asarray(False), 0.0)
+    lam, _ = upd.update(jnp.asarray(0.0), 2.0, jnp.asarray(False), 0.0)
     assert float(lam) == pytest.approx(0.1)  # restart from an undamped start
-    lam, _ = upd(jnp.asarray(0.5), 2.0, jnp.asarray(False), 0.0)
+    lam, _ = upd.update(jnp.asarray(0.5), 2.0, jnp.asarray(False), 0.0)
     assert float(lam) == pytest.approx(5.0)
-    lam, _ = upd(jnp.asarray(0.5), 2.0, jnp.asarray(True), 0.9)
+    lam, _ = upd.update(jnp.asarray(0.5), 2.0, jnp.asarray(True), 0.9)
     assert float(lam) == pytest.approx(0.15)
+    # acceptance is the schedule's: any decrease here, a gain-ratio test for Nielsen's
+    assert bool(upd.accepts(jnp.asarray(1e-9), jnp.asarray(1e-6)))
+    assert not bool(NielsenDamping().accepts(jnp.asarray(1e-9), jnp.asarray(1e-6)))
+    assert bool(NielsenDamping().accepts(jnp.asarray(1e-9), jnp.asarray(0.5)))
+    assert not bool(upd.accepts(jnp.asarray(-1e-9), jnp.asarray(0.5)))
     # starting undamped, LM with this schedule takes exactly the Gauss-Newton steps while they
     # lower the cost (they all do on this mildly nonlinear fit)
     t = jnp.linspace(0.0, 2.0, 12)
@@ -508,9 +575,9 @@ def test_factor_damping_schedule():
     def expfit(p):
         return p[0] * jnp.exp(p[1] * t) - 2.0 * jnp.exp(-0.5 * t)
 
-    res_lm = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3, initial_damping=0.0,
-                           damping_update=upd)
-    res_gn = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3, method="gauss_newton")
+    res_lm = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3,
+                           solver=LevenbergMarquardt(damping=upd, initial_damping=0.0))
+    res_gn = least_squares(expfit, jnp.array([1.5, -0.3]), iterations=3, solver=GaussNewton())
     assert np.all(np.diff(np.asarray(res_gn.cost_history)) < 0)
     np.testing.assert_array_equal(res_lm.params, res_gn.params)
     assert float(res_lm.damping) == 0.0

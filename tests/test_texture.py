@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avatar_jax.fit.camera import camera_from_image_size
+from avatar_jax.geometry.camera import camera_from_image_size
 from avatar_jax.model import load_head_model
 from avatar_jax.render.preview import render_mesh
 from avatar_jax.texture.complete import (TextureLibrary, complete_texture, mirror_map,
@@ -235,7 +235,7 @@ def _skin_photo(cm, cam, shirt_below_row):
 
 
 def test_bake_keeps_face_colours_and_drops_clothing(capped):
-    from avatar_jax.fit.camera import project
+    from avatar_jax.geometry.camera import project
     from avatar_jax.model.head import landmarks
     from avatar_jax.texture.bake import bake_plan, bake_texture
 

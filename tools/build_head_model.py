@@ -29,8 +29,8 @@ from scipy.spatial import cKDTree
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avatar_jax.model.mesh_ops import (  # noqa: E402
-    closest_point_on_mesh,
+from avatar_jax.geometry.closest import closest_point_on_mesh  # noqa: E402
+from avatar_jax.geometry.mesh import (  # noqa: E402
     cotangent_laplacian,
     edge_face_counts,
     face_normals,

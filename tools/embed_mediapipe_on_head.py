@@ -2,7 +2,7 @@
 
     python tools/embed_mediapipe_on_head.py [--iterations 8] [--identity-prior 1.0]
 
-Writes ``avatar_jax/landmarks/data/mediapipe468_on_head.npz``:
+Writes ``avatar_jax/fit/data/mediapipe468_on_head.npz``:
 
 * ``faces [468, 3]`` int32 head vertex ids and ``bary [468, 3]`` float32 barycentric
   coordinates of each MediaPipe point on the head surface (valid for every identity/expression,
@@ -42,9 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from avatar_jax.landmarks import ibug68  # noqa: E402
 from avatar_jax.model import load_head_model  # noqa: E402
-from avatar_jax.model.mesh_ops import closest_point_on_mesh  # noqa: E402
+from avatar_jax.geometry.closest import closest_point_on_mesh  # noqa: E402
 
-OUT = REPO / "avatar_jax" / "landmarks" / "data" / "mediapipe468_on_head.npz"
+OUT = REPO / "avatar_jax" / "fit" / "data" / "mediapipe468_on_head.npz"
 ANCHORS_MP = (33, 263, 133, 362, 1, 61, 291)
 ANCHORS_IBUG = (36, 45, 39, 42, 30, 48, 54)
 CM_TO_MM = 10.0

@@ -24,7 +24,8 @@ from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avatar_jax.model import ALIGNMENT_LANDMARKS, landmarks, load_head_model, vertex_normals  # noqa: E402
+from avatar_jax.geometry.mesh import vertex_normals  # noqa: E402
+from avatar_jax.model import ALIGNMENT_LANDMARKS, landmarks, load_head_model  # noqa: E402
 
 
 def view_rotation(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:

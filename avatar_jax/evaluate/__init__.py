@@ -7,17 +7,14 @@ from avatar_jax.evaluate.align import (
     similarity_from_correspondences,
 )
 from avatar_jax.evaluate.armse import ArmseResult, armse
-from avatar_jax.evaluate.geometry import closest_point_on_triangle, point_triangle_distance
 from avatar_jax.evaluate.nme import landmark_nme
 
 __all__ = [
     "ArmseResult",
     "apply_similarity",
     "armse",
-    "closest_point_on_triangle",
     "icp",
     "identity_similarity",
     "landmark_nme",
-    "point_triangle_distance",
     "similarity_from_correspondences",
 ]

@@ -11,7 +11,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from avatar_jax.evaluate.geometry import point_triangle_distance
+from avatar_jax.geometry.closest import point_triangle_distance
 
 Similarity = tuple[jax.Array, jax.Array, jax.Array]
 

@@ -36,7 +36,7 @@ import numpy as np
 from flax import struct
 
 from avatar_jax.evaluate.align import apply_similarity, icp, similarity_from_correspondences
-from avatar_jax.evaluate.geometry import point_triangle_distance
+from avatar_jax.geometry.closest import point_triangle_distance
 
 
 @struct.dataclass

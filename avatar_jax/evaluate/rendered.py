@@ -39,7 +39,7 @@ import numpy as np
 
 from avatar_jax.evaluate import synthetic as es
 from avatar_jax.evaluate.nme import landmark_nme
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 from avatar_jax.model.head import HeadModel
 
 DEFAULT_TEXTURE_PHOTOS = ("tom_cruise.jpg", "obama.jpg")

@@ -150,7 +150,7 @@ def render_vertex_values(verts: np.ndarray, triangles: np.ndarray, values: np.nd
     import jax.numpy as jnp
     from matplotlib import colormaps
 
-    from avatar_jax.model.head import vertex_normals
+    from avatar_jax.geometry.mesh import vertex_normals
     from avatar_jax.render.raster import rasterize
 
     verts, triangles = np.asarray(verts, np.float32), np.asarray(triangles, np.int32)

@@ -47,10 +47,10 @@ import numpy as np
 from flax import struct
 
 from avatar_jax.evaluate.armse import ArmseResult, armse
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 from avatar_jax.fit import synthetic as fit_synthetic
-from avatar_jax.model.head import (ALIGNMENT_LANDMARKS, HeadModel, landmarks as model_landmarks,
-                                   vertex_normals)
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.model.head import ALIGNMENT_LANDMARKS, HeadModel, landmarks as model_landmarks, silhouette_landmarks
 
 DISTANCES = (80.0, 90.0, 100.0, 110.0)
 NOISE_LEVELS = (0.0, 1.0, 2.0, 4.0)
@@ -136,7 +136,7 @@ def _out_of_space_heads(model, key, levels, face_ids, n, num_bumps, radius_mm, a
     disp = smooth_displacement(model, k_deform, base.vertices, num_bumps, radius_mm, amplitude_mm,
                                face_ids)
     verts = base.vertices + disp
-    pts = jax.vmap(lambda v, c: fit_synthetic.silhouette_landmarks(model, v, c))(verts, base.camera)
+    pts = jax.vmap(lambda v, c: silhouette_landmarks(model, v, c))(verts, base.camera)
     clean = jax.vmap(cam.project)(base.camera, pts)
     unit_noise = jax.random.normal(k_noise, clean.shape)
     noisy = clean[None] + levels[:, None, None, None] * unit_noise[None]

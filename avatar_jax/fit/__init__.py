@@ -9,7 +9,7 @@ See :mod:`avatar_jax.fit.fitting` for the algorithm and :mod:`avatar_jax.fit.con
 energy's terms and weights.
 """
 
-from avatar_jax.fit.camera import Camera, camera_from_image_size, project, rotation_matrix, transform
+from avatar_jax.geometry.camera import Camera, camera_from_image_size, project, rotation_matrix, transform
 from avatar_jax.fit.config import FitConfig, GemanMcClure, LinearTermSpec, PoseTermSpec
 from avatar_jax.fit.fitting import (STATUS_DEGENERATE, STATUS_DIVERGED, STATUS_NAMES, STATUS_NONFINITE, STATUS_OK,
                                     FitOperators, FitResult, LandmarkSet, fit, prepare)

@@ -3,7 +3,7 @@
 One problem per call, fixed shapes, no host syncs: batch with ``jax.vmap(epnp)`` and ``jit``.
 Poses are in the OpenCV convention (x right, y down, z forward, ``x_cam = R X + t``, points in
 front have ``z > 0``); :func:`epnp_camera` converts to this project's OpenGL-style
-:class:`~avatar_jax.fit.camera.Camera`.
+:class:`~avatar_jax.geometry.camera.Camera`.
 
 Algorithm (as OpenCV's ``SOLVEPNP_EPNP``, with the changes marked *):
 
@@ -34,7 +34,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 
 # Full float32 products even where the default matmul precision is lower (TF32 on GPUs): the
 # null space of M^T M and the pose are sensitive to 1e-3 relative errors.

@@ -40,14 +40,17 @@ from flax import struct
 from jax.experimental import sparse as jsparse
 
 from avatar_jax._disk_cache import cache_key, cached_arrays
+from avatar_jax._identity_cache import IdentityCache
 from avatar_jax._threads import single_blas_thread
-from avatar_jax.fit import camera as cam
+from avatar_jax.geometry import camera as cam
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.prior import MarginalPrior, build_marginal_prior
 from avatar_jax.fit.terms import (IBUG_OUTER_EYE_CORNERS, ShapeLayout, focal_residual, landmark_residual,
                                   landmark_weights, linear_terms, pose_residual, rotation_residual)
-from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface, vertex_normals
-from avatar_jax.solve import FactorDamping, Status, least_squares
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface
+from avatar_jax.solve import (FactorDamping, GaussNewton, LevenbergMarquardt, Linearisation, Status, least_squares,
+                              linearise_matrix_free)
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -197,18 +200,14 @@ def _surface_points(model: HeadModel, lms: LandmarkSet, sliding: bool):
     return np.concatenate(faces), np.concatenate(bary), cand_normals.astype(np.float32), index
 
 
-_PREPARED: dict = {}
+_PREPARED: IdentityCache[FitOperators] = IdentityCache(maxsize=16)
 
 
 def prepared(model: HeadModel, config: FitConfig, with_identity: bool,
              landmark_set: LandmarkSet | None = None) -> FitOperators:
     """Cached :func:`prepare`, keyed on the model and landmark-set objects and the config."""
-    key = (id(model), id(landmark_set), config, with_identity)
-    hit = _PREPARED.get(key)
-    if hit is None or hit[0] is not model or hit[1] is not landmark_set:  # ids can be reused
-        ops = prepare(model, config, landmark_set, with_identity=with_identity)
-        hit = _PREPARED[key] = (model, landmark_set, ops)
-    return hit[2]
+    return _PREPARED.get((model, landmark_set), (config, with_identity),
+                         lambda: prepare(model, config, landmark_set, with_identity=with_identity))
 
 
 # ----------------------------------------------------------------------------- one iteration's problem
@@ -266,9 +265,10 @@ def _select(ops: FitOperators, config: FitConfig, pose, points, data) -> jax.Arr
         targets = data.targets[jnp.asarray(ops.sliding)]
         score = jnp.sum((_project(pose, cand.reshape(-1, 3), data).reshape(j, c, 2)
                          - targets[:, None]) ** 2, -1)
+        pick = jnp.take_along_axis(ops.candidate_index, jnp.argmin(score, -1)[:, None], 1)[:, 0]
     else:
-        score = cam.grazing(pose[:3], pose[3:6], cand, ops.candidate_normals)
-    pick = jnp.take_along_axis(ops.candidate_index, jnp.argmin(score, -1)[:, None], 1)[:, 0]
+        pick = cam.silhouette_pick(ops.candidate_index, cand, ops.candidate_normals,
+                                   pose[:3], pose[3:6])
     return sel.at[jnp.asarray(ops.sliding)].set(pick)
 
 
@@ -354,7 +354,7 @@ class ShapeEliminatingSolver:
     ops: FitOperators
     config: FitConfig
 
-    def _linearise(self, params, data: _ImageData, aux: _Aux) -> _Linearisation:
+    def _factors(self, params, data: _ImageData, aux: _Aux) -> _Linearisation:
         ops, config, pose = self.ops, self.config, params["pose"]
         active = _active_points(ops, data, params["c"], aux.sel)
         d_pose, d_points = cam.pose_jacobian(_camera(pose, data), active)
@@ -387,9 +387,15 @@ class ShapeEliminatingSolver:
     def _ok(lin, *arrays):
         return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(a)) for a in (lin.chol,) + arrays])
 
-    def __call__(self, residual_fn, params, args, rhs, damping, damping_mode):
+    def linearise(self, residual_fn, params, args) -> Linearisation:
+        """The driver's matrix-free linearisation of ``residual_fn`` (gradient, predicted
+        reduction), carrying this image's Woodbury factors and ``aux`` for :meth:`solve`."""
         data, aux = args
-        lin = self._linearise(params, data, aux)
+        return linearise_matrix_free(residual_fn, params, args, operator=(self._factors(params, data, aux), aux))
+
+    def solve(self, linearisation: Linearisation, rhs, damping, damping_mode):
+        """``(pose, c)`` step ``{"pose": [7], "c": [r]}`` for any ``rhs`` of that shape, and ``ok``."""
+        lin, aux = linearisation.operator
         factor = self.ops.prior.factor
         g_b = jnp.einsum("iab,ib->ia", lin.D, (factor.reshape(-1, factor.shape[-1]) @ rhs["c"])
                          .reshape(-1, 3)[aux.sel]).reshape(-1)
@@ -411,7 +417,7 @@ class FitResult:
 
     Attributes:
       vertices: ``[B, V, 3]`` fitted mesh in the model frame (mm): base + B beta + dP.
-      camera: :class:`avatar_jax.fit.camera.Camera` with ``[B, ...]`` leaves.
+      camera: :class:`avatar_jax.geometry.camera.Camera` with ``[B, ...]`` leaves.
       identity ``[B, Ki]`` (zeros when a base shape was given), expression ``[B, Ke]``,
       corrective ``[B, V, 3]`` (zeros when the corrective field is off).
       landmarks2d: ``[B, K, 2]`` projected model landmarks (jaw: the active contour points).
@@ -479,12 +485,13 @@ def _energy(ops, config, data, params, aux: _Aux):
 
 
 def _solve(ops, config, data, params, aux, iterations, damping):
-    """``iterations`` Gauss-Newton / LM iterations of :func:`avatar_jax.solve.least_squares`."""
-    return least_squares(
-        functools.partial(_residual, ops, config), params, data, aux, method=config.method,
-        iterations=iterations, linear_solver=ShapeEliminatingSolver(ops, config),
-        refresh=functools.partial(_refresh, ops, config), initial_damping=damping,
-        damping_update=_LM_SCHEDULE)
+    """``iterations`` Gauss-Newton / LM iterations of :func:`avatar_jax.solve.least_squares`, LM from
+    the camera damping ``damping []`` (carried between the two solves of :func:`_fit_one`)."""
+    linear_solver = ShapeEliminatingSolver(ops, config)
+    solver = (GaussNewton(linear_solver) if config.method == "gauss_newton" else
+              LevenbergMarquardt(damping=_LM_SCHEDULE, initial_damping=damping, linear_solver=linear_solver))
+    return least_squares(functools.partial(_residual, ops, config), params, data, aux, solver=solver,
+                         iterations=iterations, refresh=functools.partial(_refresh, ops, config))
 
 
 def _fit_one(ops: FitOperators, model: HeadModel, config: FitConfig, targets, confidence,

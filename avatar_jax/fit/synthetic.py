@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from avatar_jax.fit import camera as cam
-from avatar_jax.model.head import (HeadModel, JAW_LANDMARKS, landmarks as model_landmarks, vertex_normals,
-                                   vertices)
+from avatar_jax.geometry import camera as cam
+from avatar_jax.model.head import HeadModel, silhouette_landmarks as model_silhouette_landmarks, vertices
 
 
 @struct.dataclass
@@ -34,16 +33,6 @@ class SyntheticBatch:
     identity: jax.Array
     expression: jax.Array
     camera: cam.Camera
-
-
-def silhouette_landmarks(model: HeadModel, verts, camera: cam.Camera):
-    """68 landmark points ``[68, 3]`` of mesh ``verts`` with the jaw on the silhouette."""
-    pts = model_landmarks(model, verts)
-    cand = model.contour_candidates[: len(JAW_LANDMARKS)]
-    normals = vertex_normals(verts, model.triangles)[cand]
-    facing = cam.grazing(camera.rotvec, camera.translation, verts[cand], normals)
-    pick = jnp.take_along_axis(cand, jnp.argmin(facing, -1)[:, None], -1)[:, 0]
-    return pts.at[jnp.asarray(JAW_LANDMARKS)].set(verts[pick])
 
 
 def sample(model: HeadModel, key, n: int, *, yaw_deg=60.0, pitch_deg=20.0, roll_deg=10.0,
@@ -68,7 +57,7 @@ def sample(model: HeadModel, key, n: int, *, yaw_deg=60.0, pitch_deg=20.0, roll_
     focal, principal = cam.intrinsics_from_image_size(sizes)
     camera = cam.Camera(rotvec, translation, log_fs, focal, principal)
     verts = jax.vmap(vertices, (None, 0, 0))(model, alpha, beta)
-    pts = jax.vmap(lambda v, c: silhouette_landmarks(model, v, c))(verts, camera)
+    pts = jax.vmap(lambda v, c: model_silhouette_landmarks(model, v, c))(verts, camera)
     clean = jax.vmap(cam.project)(camera, pts)
     noisy = clean + noise_px * jax.random.normal(ks[7], clean.shape)
     return SyntheticBatch(noisy, clean, sizes, verts, alpha, beta, camera)

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from avatar_jax.fit.camera import rotvec_to_quaternion
+from avatar_jax.geometry.camera import rotvec_to_quaternion
 from avatar_jax.fit.config import FitConfig, LinearTermSpec
-from avatar_jax.model.head import HeadModel
+from avatar_jax.model.head import HeadModel, laplacian_matrix
 
 IBUG_OUTER_EYE_CORNERS = (36, 45)
 
@@ -70,13 +70,6 @@ class LinearTerm:
 
 
 # ----------------------------------------------------------------------------- operators
-
-def laplacian_matrix(model: HeadModel) -> sp.csr_matrix:
-    """Cotangent Laplacian ``[V, V]`` of the model as scipy CSR."""
-    v = model.num_vertices
-    return sp.csr_matrix((np.asarray(model.lap_vals, np.float64),
-                          (np.asarray(model.lap_rows), np.asarray(model.lap_cols))), shape=(v, v))
-
 
 def _block_row(layout: ShapeLayout, identity=None, expression=None, delta=None) -> sp.csr_matrix:
     """Assemble ``[identity | expression | delta]`` column blocks (None = zeros) into one matrix."""

@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar_jax.geometry.mesh import vertex_normals
+
 MM_TO_M = 0.001
 
 
@@ -75,15 +77,13 @@ def _check_mesh(verts, triangles, uvs, triangle_uvs):
     return verts, triangles, uvs, triangle_uvs
 
 
-def vertex_normals(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``[V, 3]`` (zero-area neighbourhoods -> +Z)."""
-    tri = verts[triangles]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(normals, triangles[:, k], face_n)
+def unit_normals(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals ``[V, 3]`` float64, every one of unit length as OBJ and
+    glTF require (a vertex without area around it gets +Z)."""
+    normals = np.asarray(vertex_normals(np.asarray(verts, np.float32), np.asarray(triangles)),
+                         np.float64)
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(norm > 0, normals / np.maximum(norm, 1e-30), np.array([0.0, 0.0, 1.0]))
+    return np.where(norm > 0.5, normals / np.maximum(norm, 1e-30), np.array([0.0, 0.0, 1.0]))
 
 
 def write_obj(path_stem, verts, triangles, uvs, triangle_uvs, texture, *, scale: float = 1.0,
@@ -107,7 +107,7 @@ def write_obj(path_stem, verts, triangles, uvs, triangle_uvs, texture, *, scale:
     mtl_path.write_text(
         f"newmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nillum 1\n"
         f"map_Kd {png_path.name}\n")
-    normals = vertex_normals(verts, triangles)
+    normals = unit_normals(verts, triangles)
     lines = [f"# avatar-jax head: units {'mm' if scale == 1.0 else f'mm*{scale}'}, +Y up, "
              "+Z forward\n", f"mtllib {mtl_path.name}\n", "o head\n"]
     lines.append(_rows("v", verts * scale, "%.5f"))
@@ -165,7 +165,7 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
                              f"got {np.shape(delta)}")
     vid, uid, faces = split_uv_seams(triangles, triangle_uvs)
     positions = (verts[vid] * MM_TO_M).astype(np.float32)
-    normals = vertex_normals(verts, triangles)[vid].astype(np.float32)
+    normals = unit_normals(verts, triangles)[vid].astype(np.float32)
     texcoords = np.stack([uvs[uid, 0], 1.0 - uvs[uid, 1]], 1).astype(np.float32)
     index_type = np.uint16 if len(vid) < 65535 else np.uint32
     indices = faces.astype(index_type).ravel()

@@ -5,12 +5,12 @@
 
 Backends: ``"mediapipe"`` (default; packaged LiteRT models) and ``"dlib"`` (optional extra
 ``avatar-jax[dlib]``). Routes from the 468/478 mesh to iBUG-68 (mediapipe only):
-``"hybrid"`` (default; mesh-silhouette jaw + the inner points of the head model fitted to all 468
-mesh points, see :mod:`.dense`), ``"refined"`` (silhouette jaw + barycentric mapping, see
-:mod:`.ibug68`; no model fit, ~100x cheaper),
-``"baseline"`` (the plain index list), ``"fitted"`` (all 68 from the fitted model, the jaw on its
-silhouette), or a callable ``mesh478 [478, 3] -> [68, 2]``. Accuracy and cost of each:
-docs/landmarks.md.
+``"refined"`` (default; silhouette jaw + barycentric mapping, see :mod:`.ibug68`),
+``"silhouette"`` (the same jaw with the plain mesh vertices), ``"baseline"`` (the plain index
+list), or a callable ``route(mesh478 [478, 3], image_size (h, w)) -> [68, 2]``. The routes that
+fit the head model to the mesh (``avatar_jax.fit.dense.fitted68`` and ``hybrid68``) are such
+callables: this stage never fits, so pass them in (``avatar_jax.pipeline.detect`` also takes
+them by name). Accuracy and cost of each: docs/landmarks.md.
 
 The mediapipe backend keeps one loaded :class:`~.mediapipe.FaceMeshPipeline` per option set in a
 small module cache (LiteRT interpreters are expensive to create); pass ``pipeline=`` to control it.
@@ -18,7 +18,6 @@ small module cache (LiteRT interpreters are expensive to create); pass ``pipelin
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from typing import Callable, Sequence, Union
@@ -28,51 +27,11 @@ import numpy as np
 from avatar_jax.io.image import ImageLoadError, load_image
 from avatar_jax.landmarks import ibug68
 from avatar_jax.landmarks.mediapipe import FaceMeshPipeline
+from avatar_jax.landmarks.types import FaceLandmarks, ImageError, ImageFaces
+from avatar_jax.status import Status
 
 Route = Union[str, Callable[[np.ndarray], np.ndarray]]
 BACKENDS = ("mediapipe", "dlib")
-
-
-@dataclasses.dataclass(frozen=True)
-class FaceLandmarks:
-    """One face.
-
-    Attributes:
-      box: ``[4]`` (x0, y0, x1, y1) image pixels, centre of the top-left pixel at (0, 0).
-      score: detector confidence in [0, 1] (dlib: its detection score, not a probability).
-      landmarks68: ``[68, 2]`` iBUG-68 points, same pixels.
-      landmarks478: ``[478, 3]`` (or ``[468, 3]`` without iris) MediaPipe mesh, x/y pixels and
-        relative depth z in pixels (smaller = nearer); None for dlib.
-      backend: ``"mediapipe"`` or ``"dlib"``.
-    """
-
-    box: np.ndarray
-    score: float
-    landmarks68: np.ndarray
-    landmarks478: np.ndarray | None
-    backend: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageFaces:
-    """Result for one file of a batch; ``faces`` is empty when no face was found."""
-
-    path: str
-    faces: list[FaceLandmarks]
-    image_size: tuple[int, int]  # (height, width)
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.faces else "no face"
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageError:
-    """A file of a batch that could not be processed; ``message`` is one line."""
-
-    path: str
-    message: str
-    status: str = "error"
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,9 +52,9 @@ def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int |
         packaged mapping, fitted to dlib's 300-W-trained predictor on other photos -- treat it
         as non-commercial, see ``avatar_jax/landmarks/data/README.md``; 0.3 ms per face),
         ``"silhouette"`` (3.89 %: the same silhouette jaw with the plain mesh vertices, nothing
-        fitted to labels), ``"hybrid"`` (3.47 %: refined jaw + inner points of the head model
-        fitted to all 468 points, one dense fit per face), ``"fitted"``, ``"baseline"`` (4.39 %,
-        the common index list) or a callable ``[478, 3] -> [68, 2]``.
+        fitted to labels), ``"baseline"`` (4.39 %, the common index list) or a callable
+        ``(mesh [478, 3], image_size) -> [68, 2]`` such as ``avatar_jax.fit.dense.hybrid68``
+        (3.47 %: refined jaw + inner points of the head model fitted to all 468 points).
       small_faces: tiled pass for small faces: None = only if the full frame finds none,
         True = always, False = never (see :class:`~.mediapipe.FaceMeshPipeline`).
       pipeline: a mediapipe pipeline to use instead of :func:`default_pipeline`.
@@ -132,27 +91,28 @@ def detect_batch(paths: Sequence[str | os.PathLike], **kwargs) -> list[ImageFace
         except ImageLoadError as e:
             results.append(ImageError(path=str(path), message=str(e)))
         except (ValueError, RuntimeError, OSError) as e:
-            results.append(ImageError(path=str(path), message=f"{path}: {type(e).__name__}: {e}"))
+            results.append(ImageError(path=str(path), message=f"{path}: {type(e).__name__}: {e}",
+                                      status=Status.FAILED))
     return results
 
 
-ROUTES = ("refined", "silhouette", "hybrid", "baseline", "fitted")
+ROUTES = ("refined", "silhouette", "baseline")
+FITTED_ROUTES = ("fitted", "hybrid")  # resolved by avatar_jax.pipeline (they fit the head model)
 
 
 def _route_fn(route: Route, image_size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
     if callable(route):
-        return route
+        return lambda mesh: route(mesh, image_size)
     if route == "refined":
         return ibug68.refined68
     if route == "silhouette":
         return lambda mesh: ibug68.refined68(mesh, ibug68.identity_mapping())
     if route == "baseline":
         return ibug68.baseline68
-    if route in ("fitted", "hybrid"):  # these fit a camera, so they need the image size
-        from avatar_jax.landmarks import dense
-
-        fn = dense.fitted68 if route == "fitted" else dense.hybrid68
-        return lambda mesh: fn(mesh, image_size)
+    if route in FITTED_ROUTES:
+        raise ValueError(f"detect_faces: route {route!r} fits the head model, which the landmarks "
+                         f"stage does not do: pass avatar_jax.fit.dense.{route}68 as the route, or "
+                         f"call avatar_jax.pipeline.detect(image, route={route!r})")
     raise ValueError(f"detect_faces: unknown route {route!r}; expected one of {ROUTES} or a callable")
 
 

@@ -13,6 +13,8 @@ import functools
 
 import numpy as np
 
+from avatar_jax.landmarks.types import FaceLandmarks
+
 
 @functools.lru_cache(maxsize=1)
 def _models():
@@ -32,8 +34,6 @@ def detect_faces_dlib(image: np.ndarray, max_faces: int | None = None, upsample:
     ``upsample`` doubles the image that many times before detection (dlib's HOG detector finds
     faces down to about 80 px at 0, 40 px at 1).
     """
-    from avatar_jax.landmarks.api import FaceLandmarks
-
     detector, predictor = _models()
     rects, scores, _ = detector.run(image, upsample, 0.0)
     order = sorted(range(len(rects)), key=lambda i: rects[i].area(), reverse=True)[:max_faces]

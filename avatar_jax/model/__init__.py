@@ -8,13 +8,11 @@ from .head import (
     landmarks,
     laplacian_matrix,
     sample_surface,
-    vertex_normals,
     vertices,
 )
 from .load import HeadModelError, load_head_model
 
 __all__ = [
     "ALIGNMENT_LANDMARKS", "JAW_LANDMARKS", "HeadModel", "HeadModelError", "apply_laplacian",
-    "landmarks", "laplacian_matrix", "load_head_model", "sample_surface", "vertex_normals",
-    "vertices",
+    "landmarks", "laplacian_matrix", "load_head_model", "sample_surface", "vertices",
 ]

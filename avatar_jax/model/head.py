@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from avatar_jax.geometry.camera import Camera, silhouette_pick
+from avatar_jax.geometry.mesh import vertex_normals
+
 # iBUG-68 indices of the seven alignment points used by the evaluation (ARMSE):
 # 4 eye corners, nose tip, 2 mouth corners.
 ALIGNMENT_LANDMARKS = (36, 39, 42, 45, 30, 48, 54)
@@ -110,18 +113,6 @@ def apply_laplacian(model: HeadModel, x: jax.Array) -> jax.Array:
     return jax.ops.segment_sum(contrib, model.lap_rows, num_segments=x.shape[0])
 
 
-def vertex_normals(verts: jax.Array, triangles: jax.Array) -> jax.Array:
-    """Unit area-weighted vertex normals ``[V, 3]`` for ``verts`` ``[V, 3]``, ``triangles`` ``[F, 3]``.
-
-    Outward for the model's counter-clockwise triangles. Works under jit/vmap (fixed shapes).
-    """
-    t = verts[triangles]
-    fn = jnp.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])  # length = 2 * area: area weighting
-    n = jax.ops.segment_sum(jnp.repeat(fn, 3, axis=0), triangles.reshape(-1),
-                            num_segments=verts.shape[0])
-    return n / jnp.maximum(jnp.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
-
-
 def laplacian_matrix(model: HeadModel):
     """The cotangent Laplacian as a host-side ``scipy.sparse.csr_matrix`` ``[V, V]`` (float64)."""
     import numpy as np
@@ -130,3 +121,12 @@ def laplacian_matrix(model: HeadModel):
     n = model.num_vertices
     return sp.csr_matrix((np.asarray(model.lap_vals, np.float64),
                           (np.asarray(model.lap_rows), np.asarray(model.lap_cols))), shape=(n, n))
+
+
+def silhouette_landmarks(model: HeadModel, verts, camera: Camera):
+    """68 landmark points ``[68, 3]`` of mesh ``verts`` with the jaw on the silhouette."""
+    pts = landmarks(model, verts)
+    cand = model.contour_candidates[: len(JAW_LANDMARKS)]
+    normals = vertex_normals(verts, model.triangles)[cand]
+    pick = silhouette_pick(cand, verts[cand], normals, camera.rotvec, camera.translation)
+    return pts.at[jnp.asarray(JAW_LANDMARKS)].set(verts[pick])

@@ -7,17 +7,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from avatar_jax.fit.camera import Camera, project_view, transform
-from avatar_jax.model.head import vertex_normals
+from avatar_jax.geometry.camera import Camera, project_view, transform
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.geometry.uv import uv_to_texel
 from avatar_jax.render.raster import default_max_chunks, rasterize
 from avatar_jax.render.sample import bilinear_sample
 
 DEFAULT_LIGHT = (0.3, 0.4, 1.0)
-
-
-def uv_to_texel_jnp(uv: jax.Array, size: int) -> jax.Array:
-    """UV ``[..., 2]`` (v up) to texel coordinates (col, row) of a ``size``-square texture."""
-    return jnp.stack([uv[..., 0] * size - 0.5, (1.0 - uv[..., 1]) * size - 0.5], -1)
 
 
 @functools.partial(jax.jit, static_argnames=("image_size", "max_chunks"))
@@ -34,7 +30,7 @@ def _render(verts, triangles, camera, image_size, texture, uvs, triangle_uvs, li
         albedo = jnp.full((h, w, 3), 0.75)
     else:
         uv = jnp.einsum("hwk,hwkd->hwd", bary, uvs[triangle_uvs[ids]])
-        albedo = bilinear_sample(texture, uv_to_texel_jnp(uv, texture.shape[0]))
+        albedo = bilinear_sample(texture, uv_to_texel(uv, texture.shape[0]))
     if light is None:
         color = albedo
     else:
@@ -58,7 +54,7 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
 
     Args:
       verts: ``[V, 3]`` model frame (mm). triangles: ``[F, 3]``.
-      camera: :class:`avatar_jax.fit.camera.Camera` (unbatched).
+      camera: :class:`avatar_jax.geometry.camera.Camera` (unbatched).
       image_size: ``(H, W)``.
       texture: optional ``[S, S, C]`` texture (row 0 = v 1); needs ``uvs`` ``[U, 2]`` and
         ``triangle_uvs`` ``[F, 3]``. Without texture the albedo is a light grey.

@@ -1,6 +1,6 @@
 """A z-buffer triangle rasteriser in JAX, plus the UV-layout rasteriser.
 
-Pixel convention (shared with :mod:`avatar_jax.fit.camera`): pixel ``(row i, col j)`` has its
+Pixel convention (shared with :mod:`avatar_jax.geometry.camera`): pixel ``(row i, col j)`` has its
 centre at image coordinates ``(u, v) = (j, i)``, x right, y down. A pixel is covered by a
 triangle when its centre lies inside or on the triangle (inclusive edges, so shared edges
 never leave holes; the depth test then picks one of the two triangles).
@@ -33,6 +33,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from avatar_jax.geometry.uv import uv_to_texel
 
 _EPS_AREA = 1e-12
 
@@ -211,16 +213,6 @@ def rasterize(verts_px: jax.Array, triangles: jax.Array, height: int, width: int
 
 # --------------------------------------------------------------------------------------------
 # UV layout
-
-
-def uv_to_texel(uvs: np.ndarray, size: int) -> np.ndarray:
-    """UV ``[..., 2]`` (v up) to texel coordinates ``[..., 2]`` = (col, row) of a size² image.
-
-    Texel (row r, col c) covers ``u in [c/S, (c+1)/S)`` and ``v in [1-(r+1)/S, 1-r/S)``; its
-    centre is ``u = (c + 0.5)/S``, ``v = 1 - (r + 0.5)/S`` (row 0 = top of the image = v 1).
-    """
-    uvs = np.asarray(uvs)
-    return np.stack([uvs[..., 0] * size - 0.5, (1.0 - uvs[..., 1]) * size - 0.5], -1)
 
 
 def render_uv_layout(uvs, triangle_uvs, triangles, size: int, gutter: int = 0):

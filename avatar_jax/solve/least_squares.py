@@ -9,29 +9,28 @@ Each problem keeps its own damping, step acceptance, freeze-on-convergence and s
 is ``jnp.where`` selection inside one ``lax.scan`` of exactly ``iterations`` steps (no Python loop
 over values, no host sync), so a NaN in one problem cannot change another's result.
 
-One iteration (per problem):
+One iteration (per problem), with ``method = solver`` (``GaussNewton`` / ``LevenbergMarquardt``)
+and its ``linear_solver`` (protocol in ``avatar_jax.solve.linear``):
 
-1. ``J· = linearize(r, x)``; gradient ``g = Jᵀr`` by the transposed linearisation (with
-   ``DenseCholesky`` J is formed once by ``jacfwd`` and serves steps 1-3).
-2. ``step, ok = linear_solver(residual_fn, params, args, -g, λ, damping_mode)`` — the damped
-   normal equations ``(JᵀJ + λ·D) step = -g`` (see ``avatar_jax.solve.linear`` for the solver
-   protocol; λ = 0 for Gauss-Newton).
-3. Predicted reduction from one jvp, ``pred = -(r·Jstep + ½‖Jstep‖²)``, so acceptance works for
-   any linear solver; actual reduction from one residual evaluation at ``x + step``.
-4. Gauss-Newton accepts every finite step. Levenberg-Marquardt accepts when the gain ratio
-   ``ρ = actual / pred > 1e-4`` and updates λ with Nielsen's rule (accept: ``λ ·= max(⅓,
-   1 - (2ρ-1)³)``; reject: ``λ ·= ν, ν ·= 2``); ``damping_update=FactorDamping(...)`` instead
-   accepts any decrease and scales λ by fixed factors.
+1. linearise: ``refresh`` the args (if given), ``lin = linear_solver.linearise(...)`` at ``x``;
+   gradient ``g = lin.vjp(r)``.
+2. solve and try: ``step, ok = linear_solver.solve(lin, -g, λ, damping_mode)``, the damped normal
+   equations ``(JᵀJ + λ·D) step = -g`` (λ = 0 for Gauss-Newton); one residual evaluation at
+   ``x + step``; predicted reduction ``-(r·Jstep + ½‖Jstep‖²)`` from one ``lin.jvp``.
+3. judge: the step is taken when solved, finite and ``method.accepts(actual, ρ)`` (gain ratio
+   ``ρ = actual / predicted``); the ``Tolerances`` and ``method.gives_up`` decide whether the
+   problem stops here, and with which status.
+4. update: x, residual and cost of the taken step, ``method.next_damping``, status, histories.
 
-With ``refresh=`` each iteration first updates the auxiliary ``args`` from the current
-parameters (correspondences, IRLS weights, lagged terms) and re-evaluates the residual under
-them; steps 1-4 then run under the refreshed args.
+With ``refresh=`` step 1 first updates the auxiliary ``args`` from the current parameters
+(correspondences, IRLS weights, lagged terms) and re-evaluates the residual under them; steps
+2-4 then run under the refreshed args, so LM never raises the cost it is judged on.
 
-Status codes (``Status``; ``status_name(code)``):
+Status codes (``avatar_jax.status.Status``; ``Status.of(code).name`` on the host):
 
-- ``CONVERGED`` (0): ``‖g‖_∞ <= gtol``; or an accepted step with ``actual <= ftol · cost`` or
-  ``‖step‖ <= xtol · (xtol + ‖x‖)``; or (LM) λ reached ``max_damping`` without finding a
-  decrease: no step lowers the cost at working precision (this is how float32 problems stop).
+- ``OK`` (0): ``‖g‖_∞ <= gtol``; or an accepted step met ``ftol`` / ``xtol``; or (LM) λ reached
+  ``max_damping`` without finding a decrease: no step lowers the cost at working precision
+  (this is how float32 problems stop).
 - ``MAX_ITERATIONS`` (1): ran all ``iterations`` without meeting a tolerance. With the default
   tolerances (all 0, i.e. the paper's fixed N iterations) this is the normal outcome.
 - ``NON_FINITE`` (2): the initial residual was not finite, or (GN) a step produced a non-finite
@@ -40,56 +39,23 @@ Status codes (``Status``; ``status_name(code)``):
 - ``SINGULAR`` (3): the linear solver reported failure (GN: singular ``JᵀJ``; LM: still failing
   at ``max_damping``). Parameters stay at the last accepted point.
 
-Differentiation (``differentiation=``):
-
-- ``"implicit"`` (default): the solve itself is not differentiated; ``params`` of the result is
-  attached to ``args`` by the implicit function theorem at the returned point, ``dx*/dθ =
-  -H⁻¹ ∂g/∂θ`` with ``g = ∇ₓ cost``. ``implicit_hessian="exact"`` uses the true Hessian of the
-  cost (dense ``jax.hessian`` + eigen pseudo-inverse for ``n <= dense_hessian_limit``, otherwise
-  CG on Hessian-vector products); ``"gauss_newton"`` uses ``H ≈ JᵀJ`` and ``∂g/∂θ ≈ Jᵀ ∂r/∂θ``
-  solved with ``linear_solver`` (cheaper, reuses a structured solver; exact only for
-  zero-residual problems). ``params0`` gets zero gradient. Gradients are only meaningful when
-  the returned point is a stationary point (check ``status``). Only inputs passed through
-  ``args`` get gradients: values closed over by ``residual_fn`` are treated as constants.
-- ``"unrolled"``: reverse-mode through all iterations of the scan (memory grows with
-  ``iterations``). Use it when the solve is deliberately stopped early (a few GN iterations
-  inside a learning loop) and the gradient of that truncated procedure is what you want. A NaN
-  in a rejected trial step can turn unrolled gradients NaN (the ``where`` that discarded it
-  still multiplies its cotangent by zero).
+Differentiation: see ``avatar_jax.solve.implicit``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from avatar_jax.solve.linear import DenseCholesky, LinearSolver, _pcg, check_damping_mode
-
-METHODS = ("gauss_newton", "levenberg_marquardt")
-DIFFERENTIATION = ("implicit", "unrolled")
-IMPLICIT_HESSIANS = ("exact", "gauss_newton")
-_ACCEPT_RATIO = 1e-4  # minimal gain ratio of an accepted LM step (Nielsen / Madsen et al.)
-
-
-class Status(enum.IntEnum):
-    CONVERGED = 0
-    MAX_ITERATIONS = 1
-    NON_FINITE = 2
-    SINGULAR = 3
-
-
-def status_name(code) -> str:
-    """Name of an integer status code, e.g. ``status_name(result.status[3]) == "CONVERGED"``."""
-    try:
-        return Status(int(code)).name
-    except ValueError:
-        raise ValueError(f"unknown least-squares status code {code!r}") from None
+from avatar_jax.solve.implicit import Differentiation, ImplicitExact, Unrolled
+from avatar_jax.solve.linear import FlatResidual, Linearisation
+from avatar_jax.solve.methods import LevenbergMarquardt, Method, Tolerances
+from avatar_jax.status import Status
 
 
 @struct.dataclass
@@ -124,143 +90,62 @@ class LeastSquaresResult:
     args: tuple = ()
 
 
-@dataclasses.dataclass(frozen=True)
-class NielsenDamping:
-    """LM damping update of Nielsen (1999), the default: after an accepted step with gain ratio
-    ρ, ``λ ·= max(⅓, 1 - (2ρ-1)³)``; after a rejected one ``λ ·= ν, ν ·= 2`` (ν = 2 again after
-    the next accepted step)."""
-
-    def __call__(self, damping, nu, accept, ratio):
-        shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
-        return (jnp.where(accept, damping * shrink, damping * nu),
-                jnp.where(accept, 2.0, jnp.minimum(2.0 * nu, 2.0**30)))
-
-
-@dataclasses.dataclass(frozen=True)
-class FactorDamping:
-    """Marquardt's original schedule: a step is accepted when it lowers the cost (no gain-ratio
-    test, so the predicted reduction and its J·step product go unused and are compiled away);
-    ``λ ·= decrease`` after an accepted step, ``λ = max(λ · increase, restart)`` after a rejected
-    one. ``restart > 0`` lets LM start undamped (``initial_damping=0``: plain Gauss-Newton steps
-    while they succeed) and still recover."""
-
-    decrease: float = 1.0 / 3.0
-    increase: float = 10.0
-    restart: float = 1e-3
-    uses_gain_ratio = False  # class attribute, read by the driver
-
-    def __call__(self, damping, nu, accept, ratio):
-        return (jnp.where(accept, damping * self.decrease,
-                          jnp.maximum(damping * self.increase, self.restart)), nu)
-
-
-@struct.dataclass
-class _State:
-    x: jax.Array  # [n]
-    r: jax.Array  # [m]
-    cost: jax.Array
-    damping: jax.Array
-    nu: jax.Array
-    status: jax.Array
-    done: jax.Array
-    iterations: jax.Array
-    gradient_norm: jax.Array
-    args: tuple
-
-
 def least_squares(
     residual_fn: Callable[..., Any],
     params0: Any,
     *args: Any,
-    method: str = "levenberg_marquardt",
+    solver: Method = LevenbergMarquardt(),
     iterations: int = 50,
-    linear_solver: LinearSolver | None = None,
-    damping_mode: str = "marquardt",
-    initial_damping: float = 1e-3,
-    max_damping: float = 1e16,
-    ftol: float = 0.0,
-    xtol: float = 0.0,
-    gtol: float = 0.0,
-    differentiation: str | None = None,
-    implicit_hessian: str = "exact",
-    dense_hessian_limit: int = 1024,
+    tolerances: Tolerances = Tolerances(),
     refresh: Callable[..., tuple] | None = None,
-    damping_update: Callable = NielsenDamping(),
+    differentiation: Differentiation | None = None,
 ) -> LeastSquaresResult:
     """Minimise ``0.5 · ‖residual_fn(params, *args)‖²`` over the pytree ``params``.
 
     Args:
       residual_fn: ``(params, *args) -> residuals`` (array or pytree of floating arrays, any
         shapes; flattened internally to ``[m]``).
-      params0: initial parameters, a pytree of floating arrays (flattened to ``[n]``).
+      params0: initial parameters, a pytree of floating arrays of one dtype (flattened to ``[n]``).
       *args: extra inputs of ``residual_fn`` (pytrees; integer leaves allowed). With implicit
         differentiation these are what gradients flow to.
-      method: ``"levenberg_marquardt"`` or ``"gauss_newton"``.
-      iterations: static number of scan steps.
-      linear_solver: solver of the damped normal equations (``DenseCholesky()`` by default,
-        ``ConjugateGradient()`` or a structured solver following the protocol in
-        ``avatar_jax.solve.linear``).
-      damping_mode: ``"marquardt"`` (``D = diag(JᵀJ)``, scale invariant, like MINPACK) or
-        ``"identity"`` (``D = I``).
-      initial_damping / max_damping: LM λ at the start / ceiling that ends the search.
-      ftol, xtol, gtol: convergence tolerances (0 disables, the default: fixed iterations).
-      differentiation, implicit_hessian, dense_hessian_limit: see the module docstring.
-        ``differentiation=None`` means ``"implicit"``, or ``"unrolled"`` with ``refresh``.
+      solver: ``LevenbergMarquardt(...)`` (default) or ``GaussNewton(...)``, each holding its
+        linear solver (``avatar_jax.solve.methods``).
+      iterations: static number of scan steps (a positive Python int).
+      tolerances: ``Tolerances(ftol, xtol, gtol)``; all 0 by default: fixed iterations.
       refresh: optional ``(params, *args) -> args``, called at the start of every iteration to
         update auxiliary inputs from the current parameters: correspondences (ICP, sliding
         contours), IRLS weights of a robust kernel, terms lagged by one iteration. The iteration
-        then linearises, steps and judges the step under the refreshed args, so LM still never
-        raises the cost it is judged on; the cost may change between iterations. It must keep
-        the structure, shapes and dtypes of args. Only ``"unrolled"`` differentiation supports
-        it (the implicit gradient would miss the refresh's dependence on the solution).
-      damping_update: the LM damping schedule, ``NielsenDamping()`` (default: accept when the
-        gain ratio ρ > 1e-4) or ``FactorDamping(decrease, increase, restart)`` (accept any
-        decrease); any callable ``(λ, ν, accept, ρ) -> (λ, ν)`` works. A schedule whose
-        ``uses_gain_ratio`` attribute is False accepts any decrease (its predicted reduction
-        is then unused, and compiled away).
+        then linearises, steps and judges the step under the refreshed args; the cost may change
+        between iterations. It must keep the structure, shapes and dtypes of args.
+      differentiation: ``ImplicitExact()`` (default), ``ImplicitGaussNewton()`` or ``Unrolled()``
+        (default with ``refresh``, the only one that supports it); ``avatar_jax.solve.implicit``.
 
     Returns:
       ``LeastSquaresResult``.
 
     Raises:
       ValueError at trace time for non-floating parameters or residuals (naming the leaf), a
-      residual_fn that fails on ``params0``, a linear solver returning a mismatched step, or an
-      unknown option.
+      residual_fn that fails on ``params0``, a linear solver returning a mismatched step, a
+      refresh changing the args' shapes, or a bad option.
     """
     if differentiation is None:
-        differentiation = "implicit" if refresh is None else "unrolled"
-    _check_options(method, differentiation, implicit_hessian, damping_mode, iterations)
-    if refresh is not None and differentiation == "implicit":
-        raise ValueError("refresh needs differentiation='unrolled': the implicit gradient would "
-                         "treat the refreshed args as independent of the solution")
+        differentiation = ImplicitExact() if refresh is None else Unrolled()
+    _check_options(solver, iterations, tolerances, refresh, differentiation)
     _check_params(params0)
     _check_residual(residual_fn, params0, args)
-    solver = DenseCholesky() if linear_solver is None else linear_solver
     x0, unravel = ravel_pytree(params0)
-
-    if differentiation == "implicit":
-        x0, args_solve = jax.lax.stop_gradient((x0, args))
-    else:
-        args_solve = args
-    fn = _flatten_residual(residual_fn, unravel, x0.dtype)
-    state, (history_before, history), initial_cost = _run(
-        fn, residual_fn, unravel, x0, args_solve, solver,
-        method=method, iterations=iterations, damping_mode=damping_mode,
-        initial_damping=initial_damping, max_damping=max_damping,
-        ftol=ftol, xtol=xtol, gtol=gtol, refresh=refresh, damping_update=damping_update,
-    )
-    x = state.x
-    if differentiation == "implicit":
-        x = _attach_implicit_gradient(
-            fn, residual_fn, unravel, solver, damping_mode, implicit_hessian,
-            dense_hessian_limit, x, args,
-        )
+    residual = FlatResidual(residual_fn, unravel)
+    x0_solve, args_solve = differentiation.detach(x0, args)
+    state0 = _initial_state(residual, solver, x0_solve, args_solve)
+    iteration = functools.partial(_iteration, _Problem(residual, refresh), solver, tolerances)
+    state, (linearised_costs, costs) = jax.lax.scan(iteration, state0, None, length=iterations)
+    x = differentiation.attach(residual, state.x, args, solver)
     return LeastSquaresResult(
         params=unravel(x),
         cost=state.cost,
-        initial_cost=initial_cost,
-        cost_history=history,
-        linearization_cost_history=history_before,
+        initial_cost=state0.cost,
+        cost_history=costs,
+        linearization_cost_history=linearised_costs,
         iterations=state.iterations,
         status=state.status,
         damping=state.damping,
@@ -279,13 +164,13 @@ def batched_least_squares(
     """``least_squares`` over a leading batch axis ``[B, ...]`` of ``params0`` and every ``args``
     leaf, ``chunk_size`` problems at a time.
 
-    Plain ``vmap`` over B = 1024 makes every intermediate (the ``[B, m, n]`` Jacobian, the jvp
+    Plain ``vmap`` over a large B makes every intermediate (the ``[B, m, n]`` Jacobian, the jvp
     tangents ``[B, n, ...]``) fall out of cache at each of the scan's iterations; running chunks
-    of 64 through all iterations (``lax.map(..., batch_size=chunk_size)``: a scan over vmapped
-    chunks) measured ~3-6x faster per problem-iteration on CPU (benchmarks/solver_speed.py).
-    ``chunk_size=None`` is plain ``vmap`` (better on GPU, where batch width is free). Results are
-    identical either way up to rounding; pure, jit-able and differentiable like
-    ``least_squares`` (``**options`` are passed through).
+    through all iterations (``lax.map(..., batch_size=chunk_size)``: a scan over vmapped chunks)
+    is several times faster per problem-iteration on CPU (benchmarks/solver_speed.py,
+    docs/solver.md). ``chunk_size=None`` is plain ``vmap`` (better on GPU, where batch width is
+    free). Results are identical either way up to rounding; pure, jit-able and differentiable
+    like ``least_squares`` (``**options`` are passed through).
     """
     leaves = jax.tree_util.tree_leaves((params0, args))
     sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
@@ -304,104 +189,151 @@ def batched_least_squares(
     return jax.lax.map(one, (params0, args), batch_size=min(chunk_size, sizes.pop()))
 
 
-def _run(fn, residual_fn, unravel, x0, args, solver, *, method, iterations, damping_mode,
-         initial_damping, max_damping, ftol, xtol, gtol, refresh, damping_update):
-    dtype = x0.dtype
-    lm = method == "levenberg_marquardt"
-    r0 = fn(x0, *args)
+# --------------------------------------------------------------------------------------------
+# The iteration: linearise / try a step / judge / update
+
+
+class _Problem(NamedTuple):
+    residual: FlatResidual  # (x [n], args) -> r [m]
+    refresh: Callable[..., tuple] | None
+
+
+@struct.dataclass
+class _State:
+    x: jax.Array  # [n] last accepted parameters
+    r: jax.Array  # [m] residual at x under args
+    cost: jax.Array  # [] 0.5 ‖r‖²
+    damping: jax.Array  # [] λ
+    nu: jax.Array  # [] the damping schedule's growth factor (Nielsen's ν)
+    status: jax.Array  # [] int32 Status
+    done: jax.Array  # [] bool: frozen
+    iterations: jax.Array  # [] int32 iterations run
+    gradient_norm: jax.Array  # [] ‖Jᵀr‖_∞ of the last iteration run
+    args: tuple  # the last iteration's args
+
+
+class _Point(NamedTuple):
+    """The iterate linearised under this iteration's args."""
+
+    args: tuple
+    residual: jax.Array  # [m]
+    cost: jax.Array  # []
+    gradient: jax.Array  # [n] Jᵀr
+    gradient_norm: jax.Array  # [] ‖Jᵀr‖_∞
+    linearisation: Linearisation
+
+
+class _Trial(NamedTuple):
+    """The solved step and the point it leads to."""
+
+    step: jax.Array  # [n], zeros when not ok
+    ok: jax.Array  # [] bool: solved with a finite step
+    x: jax.Array  # [n] x + step
+    residual: jax.Array  # [m] at x + step
+    cost: jax.Array  # []
+    predicted: jax.Array  # [] the linear model's cost reduction
+
+
+class _Verdict(NamedTuple):
+    accept: jax.Array  # [] bool: the method takes the step
+    small_gradient: jax.Array  # [] bool: gtol met before stepping (the step is not taken)
+    ratio: jax.Array  # [] gain ratio actual / predicted
+    stop: jax.Array  # [] bool: the problem freezes after this iteration
+    status: jax.Array  # [] int32
+
+
+def _initial_state(residual: FlatResidual, method: Method, x0, args) -> _State:
+    """State at ``x0 [n]``: ``NON_FINITE`` and frozen if the initial cost is not finite."""
+    r0 = residual(x0, args)
     cost0 = 0.5 * jnp.vdot(r0, r0)
     bad_start = ~jnp.isfinite(cost0)
-    state = _State(
-        x=x0,
-        r=r0,
-        cost=cost0,
-        damping=jnp.asarray(initial_damping if lm else 0.0, dtype),
-        nu=jnp.asarray(2.0, dtype),
+    return _State(
+        x=x0, r=r0, cost=cost0,
+        damping=jnp.asarray(method.initial_damping, x0.dtype),
+        nu=jnp.asarray(2.0, x0.dtype),
         status=jnp.where(bad_start, Status.NON_FINITE, Status.MAX_ITERATIONS).astype(jnp.int32),
         done=bad_start,
         iterations=jnp.zeros((), jnp.int32),
-        gradient_norm=jnp.asarray(jnp.inf, dtype),
+        gradient_norm=jnp.asarray(jnp.inf, x0.dtype),
         args=jax.tree.map(jnp.asarray, tuple(args)),
     )
 
-    def step_fn(s: _State, _):
-        args, r, cost = s.args, s.r, s.cost
-        if refresh is not None:
-            args = _checked_refresh(refresh, unravel(s.x), s.args)
-        if isinstance(solver, DenseCholesky):  # form J once: gradient, step and J·step share it
-            if refresh is not None:
-                r = fn(s.x, *args)
-            jac = jax.jacfwd(lambda x: fn(x, *args))(s.x)  # [m, n]
-            g = r @ jac
-            step, ok = solver.solve_dense(jac, -g, s.damping, damping_mode)
-            j_step = lambda v: jac @ v  # noqa: E731
-        else:
-            r_lin, j_step = jax.linearize(lambda x: fn(x, *args), s.x)
-            if refresh is not None:  # the residual under the refreshed args
-                r = r_lin
-            (g,) = jax.linear_transpose(j_step, s.x)(r)
-            step_tree, ok = solver(residual_fn, unravel(s.x), args, unravel(-g), s.damping,
-                                   damping_mode)
-            step = _flatten_step(step_tree, unravel(s.x), dtype)
-        if refresh is not None:
-            cost = 0.5 * jnp.vdot(r, r)
-        g_inf = jnp.max(jnp.abs(g), initial=0.0)
-        small_gradient = g_inf <= gtol
-        ok = jnp.asarray(ok, bool) & jnp.all(jnp.isfinite(step))
-        step = jnp.where(ok, step, 0.0)
 
-        j_step = j_step(step)
-        predicted = -(jnp.vdot(r, j_step) + 0.5 * jnp.vdot(j_step, j_step))
-        x_new = s.x + step
-        r_new = fn(x_new, *args)
-        cost_new = 0.5 * jnp.vdot(r_new, r_new)
-        finite = jnp.isfinite(cost_new)
-        actual = cost - cost_new
-        ratio = actual / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
+def _iteration(problem: _Problem, method: Method, tolerances: Tolerances, state: _State, _):
+    """One scan step for one problem. Returns the new state and, for the histories, the cost at
+    the linearisation point and after the step (both ``[]``)."""
+    point = _linearise(problem, method.linear_solver, state)
+    trial = _try_step(problem, method, state, point)
+    verdict = _judge(method, tolerances, state, point, trial)
+    new = _update(method, state, point, trial, verdict)
+    return new, (jnp.where(state.done, state.cost, point.cost), new.cost)
 
-        if lm:
-            accept = ok & finite & (actual > 0)
-            if getattr(damping_update, "uses_gain_ratio", True):
-                accept = accept & (ratio > _ACCEPT_RATIO)
-            damping, nu = damping_update(s.damping, s.nu, accept, ratio)
-            damping, nu = jnp.asarray(damping, dtype), jnp.asarray(nu, dtype)
-            exhausted = ~accept & (s.damping >= max_damping)
-            damping = jnp.minimum(damping, max_damping)
-            fail_status = jnp.where(~ok, Status.SINGULAR,
-                                    jnp.where(~finite, Status.NON_FINITE, Status.CONVERGED))
-            failed = exhausted
-        else:
-            accept = ok & finite
-            damping, nu = s.damping, s.nu
-            fail_status = jnp.where(~ok, Status.SINGULAR, Status.NON_FINITE)
-            failed = ~accept
 
-        step_small = jnp.linalg.norm(step) <= xtol * (xtol + jnp.linalg.norm(s.x))
-        cost_small = (actual >= 0) & (actual <= ftol * cost)
-        converged = small_gradient | (accept & (step_small | cost_small))
+def _linearise(problem: _Problem, linear_solver, state: _State) -> _Point:
+    """Refresh the args at ``state.x [n]`` and linearise the residual there: ``r [m]``, cost ``[]``,
+    gradient ``Jᵀr [n]``."""
+    args, params = state.args, problem.residual.unravel(state.x)
+    if problem.refresh is not None:
+        args = _checked_refresh(problem.refresh, params, args)
+    lin = linear_solver.linearise(problem.residual.residual_fn, params, args)
+    if problem.refresh is None:  # the state's residual is this point's (lin.residual is compiled away)
+        r, cost = state.r, state.cost
+    else:
+        r = lin.residual
+        cost = 0.5 * jnp.vdot(r, r)
+    gradient = lin.vjp(r)
+    return _Point(args, r, cost, gradient, jnp.max(jnp.abs(gradient), initial=0.0), lin)
 
-        new_status = jnp.where(
-            small_gradient, Status.CONVERGED,
-            jnp.where(failed, fail_status,
-                      jnp.where(converged, Status.CONVERGED, s.status))).astype(jnp.int32)
-        take = accept & ~small_gradient & ~s.done
-        live = ~s.done
-        new = _State(
-            x=jnp.where(take, x_new, s.x),
-            r=jnp.where(take, r_new, jnp.where(live, r, s.r)),
-            cost=jnp.where(take, cost_new, jnp.where(live, cost, s.cost)),
-            damping=jnp.where(live, damping, s.damping),
-            nu=jnp.where(live, nu, s.nu),
-            status=jnp.where(live, new_status, s.status),
-            done=s.done | converged | failed,
-            iterations=s.iterations + live.astype(jnp.int32),
-            gradient_norm=jnp.where(live, g_inf, s.gradient_norm),
-            args=jax.tree.map(lambda a, b: jnp.where(live, a, b), args, s.args),
-        )
-        return new, (jnp.where(live, cost, s.cost), new.cost)
 
-    state, history = jax.lax.scan(step_fn, state, None, length=iterations)
-    return state, history, cost0
+def _try_step(problem: _Problem, method: Method, state: _State, point: _Point) -> _Trial:
+    """Solve ``(JᵀJ + λD) step = -Jᵀr`` at the point and evaluate ``x + step``: ``step [n]``, its
+    residual ``[m]``, cost and predicted reduction ``[]``. A failed solve gives a zero step."""
+    lin, unravel = point.linearisation, problem.residual.unravel
+    step, ok = method.linear_solver.solve(lin, unravel(-point.gradient), state.damping, method.damping_mode)
+    step = _flatten_step(step, unravel(state.x), state.x.dtype)
+    ok = jnp.asarray(ok, bool) & jnp.all(jnp.isfinite(step))
+    step = jnp.where(ok, step, 0.0)
+    x = state.x + step
+    r = problem.residual(x, point.args)
+    return _Trial(step, ok, x, r, 0.5 * jnp.vdot(r, r), lin.predicted_reduction(point.residual, step))
+
+
+def _judge(method: Method, tolerances: Tolerances, state: _State, point: _Point, trial: _Trial) -> _Verdict:
+    """Take or reject the trial; stop the problem if a tolerance is met or the method gives up
+    (all ``[]``). Only ``method`` decides acceptance: GN takes any finite step, LM asks its
+    damping schedule."""
+    finite = jnp.isfinite(trial.cost)
+    actual = point.cost - trial.cost
+    ratio = actual / jnp.maximum(trial.predicted, jnp.finfo(actual.dtype).tiny)
+    accept = trial.ok & finite & method.accepts(actual, ratio)
+    small_gradient = tolerances.gradient_met(point.gradient_norm)
+    failed = method.gives_up(accept, state.damping)
+    converged = small_gradient | (accept & tolerances.step_met(trial.step, state.x, actual, point.cost))
+    failure = jnp.where(~trial.ok, Status.SINGULAR, jnp.where(~finite, Status.NON_FINITE, Status.OK))
+    status = jnp.where(small_gradient, Status.OK,
+                       jnp.where(failed, failure, jnp.where(converged, Status.OK, state.status)))
+    return _Verdict(accept, small_gradient, ratio, converged | failed, status.astype(jnp.int32))
+
+
+def _update(method: Method, state: _State, point: _Point, trial: _Trial, verdict: _Verdict) -> _State:
+    """The next state: the trial's x, residual and cost if taken, the method's new damping; a
+    frozen problem (``state.done``) keeps everything."""
+    live = ~state.done
+    take = verdict.accept & ~verdict.small_gradient & live
+    damping, nu = method.next_damping(state.damping, state.nu, verdict.accept, verdict.ratio)
+    keep = lambda new, old: jnp.where(live, new, old)  # noqa: E731
+    return _State(
+        x=jnp.where(take, trial.x, state.x),
+        r=jnp.where(take, trial.residual, keep(point.residual, state.r)),
+        cost=jnp.where(take, trial.cost, keep(point.cost, state.cost)),
+        damping=keep(damping, state.damping),
+        nu=keep(nu, state.nu),
+        status=keep(verdict.status, state.status),
+        done=state.done | verdict.stop,
+        iterations=state.iterations + live.astype(jnp.int32),
+        gradient_norm=keep(point.gradient_norm, state.gradient_norm),
+        args=jax.tree.map(keep, point.args, state.args),
+    )
 
 
 def _checked_refresh(refresh, params, args):
@@ -411,14 +343,6 @@ def _checked_refresh(refresh, params, args):
         raise ValueError("refresh must return args with the structure, shapes and dtypes it was given: "
                          f"got {shapes(new)}, expected {shapes(args)}")
     return new
-
-
-def _flatten_residual(residual_fn, unravel, dtype):
-    def fn(x, *args):
-        r, _ = ravel_pytree(residual_fn(unravel(x), *args))
-        return r.astype(dtype)
-
-    return fn
 
 
 def _flatten_step(step_tree, params, dtype):
@@ -439,87 +363,23 @@ def _flatten_step(step_tree, params, dtype):
 
 
 # --------------------------------------------------------------------------------------------
-# Implicit differentiation
-
-
-def _attach_implicit_gradient(fn, residual_fn, unravel, solver, damping_mode, implicit_hessian,
-                              dense_hessian_limit, x_star, args):
-    """Identity on ``x_star`` whose VJP w.r.t. ``args`` is the implicit-function-theorem one."""
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    is_float = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
-
-    def rebuild(float_leaves, other_leaves):
-        fl, ot = iter(float_leaves), iter(other_leaves)
-        return treedef.unflatten([next(fl) if f else next(ot) for f in is_float])
-
-    float_leaves = [leaf for leaf, f in zip(leaves, is_float) if f]
-    other_leaves = [leaf for leaf, f in zip(leaves, is_float) if not f]
-
-    @jax.custom_vjp
-    def attach(x, float_leaves, other_leaves):
-        return x
-
-    def fwd(x, float_leaves, other_leaves):
-        return x, (x, float_leaves, other_leaves)
-
-    def bwd(res, x_bar):
-        x, fls, ols = res
-        a = rebuild(fls, ols)
-
-        def grad_x(x_, fls_):
-            def cost(xx):
-                r = fn(xx, *rebuild(fls_, ols))
-                return 0.5 * jnp.vdot(r, r)
-
-            return jax.grad(cost)(x_)
-
-        if implicit_hessian == "exact":
-            w = _solve_hessian(lambda xx: grad_x(xx, fls), x, x_bar, dense_hessian_limit)
-            _, vjp_theta = jax.vjp(lambda f: grad_x(x, f), fls)
-            (fls_bar,) = vjp_theta(-w)
-        else:
-            w_tree, ok = solver(residual_fn, unravel(x), a, unravel(x_bar),
-                                jnp.zeros((), x.dtype), damping_mode)
-            w, _ = ravel_pytree(w_tree)
-            w = jnp.where(ok, w.astype(x.dtype), 0.0)
-            _, j_w = jax.jvp(lambda xx: fn(xx, *a), (x,), (w,))
-            _, vjp_theta = jax.vjp(lambda f: fn(x, *rebuild(f, ols)), fls)
-            (fls_bar,) = vjp_theta(-j_w)
-        return jnp.zeros_like(x), fls_bar, [None] * len(ols)
-
-    attach.defvjp(fwd, bwd)
-    return attach(x_star, float_leaves, other_leaves)
-
-
-def _solve_hessian(grad_fn, x, b, dense_limit: int):
-    """``H⁺ b`` for the Hessian ``H = ∂grad_fn/∂x`` at ``x`` (``[n]``)."""
-    n = x.shape[0]
-    if n <= dense_limit:
-        hess = jax.jacfwd(grad_fn)(x)
-        hess = 0.5 * (hess + hess.T)
-        evals, evecs = jnp.linalg.eigh(hess)
-        cutoff = n * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(evals), initial=0.0)
-        inv = jnp.where(jnp.abs(evals) > cutoff, 1.0 / jnp.where(evals == 0, 1.0, evals), 0.0)
-        return evecs @ (inv * (evecs.T @ b))
-    _, hvp = jax.linearize(grad_fn, x)
-    return _pcg(hvp, b, jnp.ones_like(b), 4 * n if n < 500 else 2000, 1e-12)
-
-
-# --------------------------------------------------------------------------------------------
 # Input validation (trace time)
 
 
-def _check_options(method, differentiation, implicit_hessian, damping_mode, iterations):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if differentiation not in DIFFERENTIATION:
-        raise ValueError(f"differentiation must be one of {DIFFERENTIATION}, got {differentiation!r}")
-    if implicit_hessian not in IMPLICIT_HESSIANS:
-        raise ValueError(f"implicit_hessian must be one of {IMPLICIT_HESSIANS}, "
-                         f"got {implicit_hessian!r}")
-    check_damping_mode(damping_mode)
-    if not isinstance(iterations, int) or iterations < 1:
+def _check_options(solver, iterations, tolerances, refresh, differentiation):
+    if not isinstance(solver, Method):
+        raise ValueError("solver must be GaussNewton(...) or LevenbergMarquardt(...) "
+                         f"(avatar_jax.solve.methods), got {solver!r}")
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise ValueError(f"iterations must be a positive Python int, got {iterations!r}")
+    if not isinstance(tolerances, Tolerances):
+        raise ValueError(f"tolerances must be a Tolerances(ftol=, xtol=, gtol=), got {tolerances!r}")
+    if not isinstance(differentiation, Differentiation):
+        raise ValueError("differentiation must be ImplicitExact(), ImplicitGaussNewton() or "
+                         f"Unrolled() (avatar_jax.solve.implicit), got {differentiation!r}")
+    if refresh is not None and not differentiation.supports_refresh:
+        raise ValueError("refresh needs differentiation=Unrolled(): the implicit gradient would "
+                         "treat the refreshed args as independent of the solution")
 
 
 def _check_params(params0):

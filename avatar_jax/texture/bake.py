@@ -43,11 +43,13 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from avatar_jax.fit.camera import Camera
-from avatar_jax.model.head import HeadModel, landmarks, vertex_normals
+from avatar_jax._identity_cache import IdentityCache
+from avatar_jax.geometry.camera import Camera
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.model.head import HeadModel, landmarks
 from avatar_jax.render.sample import bilinear_sample
 from avatar_jax.texture.complete import mirror_map
-from avatar_jax.texture.project import UVRaster, project_geometry, uv_raster
+from avatar_jax.texture.project import UVRaster, project_geometry, smoothstep, uv_raster
 
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
@@ -70,7 +72,7 @@ class BakePlan:
     skin_exempt: jax.Array  # [V] bool, hole-cap vertices: no skin test, depth-test slack
 
 
-_PLANS: dict[tuple, tuple[HeadModel, BakePlan]] = {}
+_PLANS: IdentityCache[BakePlan] = IdentityCache(maxsize=4)
 
 
 def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
@@ -85,14 +87,13 @@ def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
     exempt = np.zeros(model.num_vertices, bool) if skin_exempt is None else np.asarray(skin_exempt, bool)
     if exempt.shape != (model.num_vertices,):
         raise ValueError(f"skin_exempt must have shape ({model.num_vertices},), got {exempt.shape}")
-    key = (id(model), size, exempt.tobytes())
-    if key not in _PLANS or _PLANS[key][0] is not model:  # ids of dead models are reused
+    def make():
         low = (size + 1) // 2
         uv_low = uv_raster(model, low)
-        _PLANS[key] = (model, BakePlan(size, uv_low, mirror_map(model, uv_low),
-                                       _vertex_texels(model, low), _graph_laplacian(model),
-                                       jnp.asarray(exempt)))
-    return _PLANS[key][1]
+        return BakePlan(size, uv_low, mirror_map(model, uv_low), _vertex_texels(model, low),
+                        _graph_laplacian(model), jnp.asarray(exempt))
+
+    return _PLANS.get((model,), (size, exempt.tobytes()), make)
 
 
 def _vertex_texels(model: HeadModel, size: int) -> np.ndarray:
@@ -115,11 +116,6 @@ def _graph_laplacian(model: HeadModel) -> sp.csr_matrix:
     adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
                         shape=(n, n)).tocsr()
     return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
-
-
-def _smoothstep(x):
-    x = jnp.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _ycrcb(rgb):
@@ -155,7 +151,7 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     lms = landmarks(model, verts)
     y = verts[:, 1]
     lo, hi = NECK_RAMP_MM
-    neck = _smoothstep((y - (lms[8, 1] - hi)) / (hi - lo))
+    neck = smoothstep((y - (lms[8, 1] - hi)) / (hi - lo))
     mouth = 0.5 * (lms[62] + lms[66])
     lower = ((y < verts[model.nose_tip, 1]) & ~exempt &
              (jnp.linalg.norm(verts - mouth, axis=-1) > MOUTH_EXEMPT_MM)).astype(jnp.float32)
@@ -179,8 +175,8 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     d = jnp.hypot((crt - mcr) / jnp.maximum(2.5 * scr, 0.015),
                   (cbt - mcb) / jnp.maximum(2.5 * scb, 0.015))
     ratio = yt / jnp.maximum(my, 1e-3)
-    skin = (_smoothstep((1.8 - d) / 0.8) * _smoothstep((ratio - 0.3) / 0.2)
-            * _smoothstep((1.8 - ratio) / 0.3))
+    skin = (smoothstep((1.8 - d) / 0.8) * smoothstep((ratio - 0.3) / 0.2)
+            * smoothstep((1.8 - ratio) / 0.3))
     skin = jnp.where(enough, skin, 1.0)
     w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
 
@@ -193,7 +189,7 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     a, b = w, (1.0 - w) * w_m
     total = a + b
     fg = (a[..., None] * color + b[..., None] * color_m) / jnp.maximum(total, 1e-6)[..., None]
-    alpha = _smoothstep((total - 0.3) / 0.5) * uv.covered
+    alpha = smoothstep((total - 0.3) / 0.5) * uv.covered
     return dict(pos=pos, pos_m=pos_m, a=a, b=b, total=total, alpha=alpha, fg=fg,
                 skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
                 normals_y=vertex_normals(verts, model.triangles)[:, 1])

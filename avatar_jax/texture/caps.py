@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from avatar_jax._identity_cache import IdentityCache
 from avatar_jax.model.head import HeadModel
 
 RING_FRACTIONS = (1.0 / 3.0, 2.0 / 3.0)  # towards the centroid; the centroid itself is t = 1
@@ -241,12 +242,9 @@ def extend_vertices(caps: HoleCaps, verts) -> jnp.ndarray:
     return jnp.concatenate([verts, jnp.einsum("cv,...vd->...cd", caps.weights, verts)], -2)
 
 
-_CAPPED: dict[int, tuple] = {}
+_CAPPED: IdentityCache[tuple] = IdentityCache(maxsize=4)
 
 
 def capped_model(model: HeadModel) -> tuple[HeadModel, HoleCaps]:
     """:func:`cap_holes` of ``model``, computed once per model object and process."""
-    key = id(model)
-    if key not in _CAPPED or _CAPPED[key][2] is not model:
-        _CAPPED[key] = (*cap_holes(model), model)  # keep model alive: ids are not reused
-    return _CAPPED[key][:2]
+    return _CAPPED.get((model,), None, lambda: cap_holes(model))

@@ -43,7 +43,7 @@ from avatar_jax.texture.project import UVRaster
 
 def _mirror_vertex_uvs(model: HeadModel) -> np.ndarray:
     """UV ``[V, 2]`` of the surface point at each vertex's mirror image (x -> -x)."""
-    from avatar_jax.model.mesh_ops import closest_point_on_mesh
+    from avatar_jax.geometry.closest import closest_point_on_mesh
 
     verts = np.asarray(model.neutral, np.float64)
     tris = np.asarray(model.triangles)

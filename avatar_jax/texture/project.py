@@ -38,10 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from avatar_jax.fit.camera import Camera, project_view, transform
-from avatar_jax.model.head import HeadModel, vertex_normals
-from avatar_jax.render.raster import (default_max_chunks, rasterize, render_uv_layout,
-                                      uv_to_texel)
+from avatar_jax.geometry.camera import Camera, project_view, transform
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.model.head import HeadModel
+from avatar_jax.geometry.uv import uv_to_texel
+from avatar_jax.render.raster import default_max_chunks, rasterize, render_uv_layout
 from avatar_jax.render.sample import bilinear_sample
 from avatar_jax._disk_cache import cache_key, cached_arrays
 
@@ -134,7 +135,8 @@ def _nearest_fill(tri_id: np.ndarray, radius: int) -> np.ndarray:
     return np.where(outside & (dist <= radius), tri_id[ri, ci], tri_id)
 
 
-def _smoothstep(x: jax.Array) -> jax.Array:
+def smoothstep(x: jax.Array) -> jax.Array:
+    """Hermite ramp ``3x² - 2x³`` of ``x`` clipped to [0, 1] (soft weights, same shape)."""
     x = jnp.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
 
@@ -162,7 +164,7 @@ def project_texture(image: jax.Array, verts_model: jax.Array, camera: Camera, mo
     Args:
       image: ``[H, W, C]`` float photo (any range; returned texture has the same).
       verts_model: ``[V, 3]`` fitted mesh in the model frame (mm).
-      camera: fitted :class:`~avatar_jax.fit.camera.Camera` for this photo (unbatched).
+      camera: fitted :class:`~avatar_jax.geometry.camera.Camera` for this photo (unbatched).
       model: the head model (triangles).
       uv: :func:`uv_raster` of the model at the wanted texture size S.
       vis_size: long side of the visibility z-buffer, pixels (static).
@@ -243,6 +245,6 @@ def project_geometry(image_shape: tuple, verts_model: jax.Array, camera: Camera,
     in_image = ((texel_px[..., 0] >= 0) & (texel_px[..., 0] <= w - 1) &
                 (texel_px[..., 1] >= 0) & (texel_px[..., 1] <= h - 1) & (depth > 0))
     c0, c1 = grazing
-    w_angle = _smoothstep((cos_view - c0) / (c1 - c0))
+    w_angle = smoothstep((cos_view - c0) / (c1 - c0))
     weight = jnp.where(uv.covered & in_image, w_vis * w_angle, 0.0)
     return texel_px, weight

@@ -1,4 +1,7 @@
-"""Exact point-to-triangle distances in JAX (closest point on a triangle soup).
+"""Exact closest points on triangles: a batched JAX query for point sets against a triangle
+soup (:func:`point_triangle_distance`, evaluation), and a host-side numpy/scipy query on a mesh
+(:func:`closest_point_on_mesh`, asset building and texture completion). Both use the same
+region kernel.
 
 The kernel is Ericson's region-based closest point on a triangle ("Real-Time Collision
 Detection", 5.1.5), vectorised over (point, triangle) pairs. Point sets are processed in chunks
@@ -20,21 +23,23 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+from scipy.spatial import cKDTree
 
 # Pairs (point x triangle) evaluated at once by the brute-force fallback; a few tens of floats
 # live per pair, so 2**20 pairs stay within a few hundred MB.
 _PAIRS_PER_CHUNK = 1 << 20
 
 
-def _dot(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.sum(x * y, axis=-1)
+def _dot(x, y, xp=jnp):
+    return xp.sum(x * y, axis=-1)
 
 
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+def _safe_div(num, den, xp=jnp):
     """num / den where den != 0, else 0 (the caller never selects those entries)."""
     ok = den != 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+    return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
 
 
 def _closest_on_segment(p, a, b):
@@ -44,6 +49,14 @@ def _closest_on_segment(p, a, b):
     return a + t[..., None] * ab
 
 
+def _is_sliver(a, b, c, xp=jnp):
+    """Zero-area or sliver triangles ``[...]``: the scale-free |ab x ac|^2 <= eps |ab|^2 |ac|^2
+    (sin^2 of the angle at a, eps = 1e-10)."""
+    ab, ac = b - a, c - a
+    cross = xp.cross(ab, ac)
+    return _dot(cross, cross, xp) <= 1e-10 * _dot(ab, ab, xp) * _dot(ac, ac, xp)
+
+
 def _collapse_degenerate(tri_vertices: jax.Array) -> jax.Array:
     """Replace zero-area triangles ``[T, 3, 3]`` by their longest edge written as ``(a, b, b)``.
 
@@ -51,13 +64,10 @@ def _collapse_degenerate(tri_vertices: jax.Array) -> jax.Array:
     region AB; with b == c they rely on exact cancellation that FMA contraction under jit does
     not give), so :func:`closest_point_on_triangle` treats ``(a, b, b)`` as the segment ``ab``.
     A collinear triangle is the union of its edges, i.e. its longest edge, so this is exact for
-    it. The scale-free test |ab x ac|^2 <= eps |ab|^2 |ac|^2 (sin^2 of the angle at a, eps =
-    1e-10) also catches slivers, where the answer is off by at most their width (1e-5 x edge).
+    it. :func:`_is_sliver` also catches slivers, where the answer is off by at most their width.
     """
     a, b, c = tri_vertices[:, 0], tri_vertices[:, 1], tri_vertices[:, 2]
-    ab, ac = b - a, c - a
-    cross = jnp.cross(ab, ac)
-    degenerate = _dot(cross, cross) <= 1e-10 * _dot(ab, ab) * _dot(ac, ac)
+    degenerate = _is_sliver(a, b, c)
     edges = jnp.stack([jnp.stack([a, b], 1), jnp.stack([b, c], 1), jnp.stack([c, a], 1)], 1)
     lengths = jnp.sum((edges[:, :, 1] - edges[:, :, 0]) ** 2, axis=-1)
     longest = jnp.take_along_axis(edges, jnp.argmax(lengths, axis=1)[:, None, None, None], axis=1)[:, 0]
@@ -65,19 +75,16 @@ def _collapse_degenerate(tri_vertices: jax.Array) -> jax.Array:
     return jnp.where(degenerate[:, None, None], as_segment, tri_vertices)
 
 
-def closest_point_on_triangle(p: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
-    """Exact closest point ``[..., 3]`` on triangle ``abc`` to ``p`` (all broadcast ``[..., 3]``).
-
-    Ericson's Voronoi-region test, branch-free. Valid for every non-degenerate triangle and for
-    segments written as ``(a, b, b)`` (``b == c`` exactly); pass other zero-area triangles
-    through :func:`_collapse_degenerate` first (``point_triangle_distance`` does).
-    """
+def _region_weights(p, a, b, c, xp=jnp):
+    """Barycentric weights ``(v, w)`` ``[...]`` of ``b`` and ``c`` at the closest point on
+    triangle ``abc`` to ``p`` (Ericson's Voronoi-region test, branch-free; ``xp`` is numpy or
+    jax.numpy). Exact for non-degenerate triangles."""
     ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = _dot(ab, ap), _dot(ac, ap)
+    d1, d2 = _dot(ab, ap, xp), _dot(ac, ap, xp)
     bp = p - b
-    d3, d4 = _dot(ab, bp), _dot(ac, bp)
+    d3, d4 = _dot(ab, bp, xp), _dot(ac, bp, xp)
     cp = p - c
-    d5, d6 = _dot(ab, cp), _dot(ac, cp)
+    d5, d6 = _dot(ab, cp, xp), _dot(ac, cp, xp)
     vc = d1 * d4 - d3 * d2
     vb = d5 * d2 - d1 * d6
     va = d3 * d6 - d5 * d4
@@ -89,27 +96,38 @@ def closest_point_on_triangle(p: jax.Array, a: jax.Array, b: jax.Array, c: jax.A
     in_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
     in_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
 
-    # Barycentric weights (of b and c) for each region; Ericson returns on the first region hit,
-    # so the selection below is applied in reverse priority order.
+    # Ericson returns on the first region hit, so the selection below is applied in reverse
+    # priority order.
     denom = va + vb + vc
-    v = _safe_div(vb, denom)
-    w = _safe_div(vc, denom)
-    w_bc = _safe_div(d4 - d3, (d4 - d3) + (d5 - d6))
-    v = jnp.where(in_bc, 1.0 - w_bc, v)
-    w = jnp.where(in_bc, w_bc, w)
-    w_ac = _safe_div(d2, d2 - d6)
-    v = jnp.where(in_ac, 0.0, v)
-    w = jnp.where(in_ac, w_ac, w)
-    v = jnp.where(in_c, 0.0, v)
-    w = jnp.where(in_c, 1.0, w)
-    v_ab = _safe_div(d1, d1 - d3)
-    v = jnp.where(in_ab, v_ab, v)
-    w = jnp.where(in_ab, 0.0, w)
-    v = jnp.where(in_b, 1.0, v)
-    w = jnp.where(in_b, 0.0, w)
-    v = jnp.where(in_a, 0.0, v)
-    w = jnp.where(in_a, 0.0, w)
-    on_triangle = a + v[..., None] * ab + w[..., None] * ac
+    v = _safe_div(vb, denom, xp)
+    w = _safe_div(vc, denom, xp)
+    w_bc = _safe_div(d4 - d3, (d4 - d3) + (d5 - d6), xp)
+    v = xp.where(in_bc, 1.0 - w_bc, v)
+    w = xp.where(in_bc, w_bc, w)
+    w_ac = _safe_div(d2, d2 - d6, xp)
+    v = xp.where(in_ac, 0.0, v)
+    w = xp.where(in_ac, w_ac, w)
+    v = xp.where(in_c, 0.0, v)
+    w = xp.where(in_c, 1.0, w)
+    v_ab = _safe_div(d1, d1 - d3, xp)
+    v = xp.where(in_ab, v_ab, v)
+    w = xp.where(in_ab, 0.0, w)
+    v = xp.where(in_b, 1.0, v)
+    w = xp.where(in_b, 0.0, w)
+    v = xp.where(in_a, 0.0, v)
+    w = xp.where(in_a, 0.0, w)
+    return v, w
+
+
+def closest_point_on_triangle(p: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
+    """Exact closest point ``[..., 3]`` on triangle ``abc`` to ``p`` (all broadcast ``[..., 3]``).
+
+    Valid for every non-degenerate triangle and for segments written as ``(a, b, b)``
+    (``b == c`` exactly); pass other zero-area triangles through :func:`_collapse_degenerate`
+    first (``point_triangle_distance`` does).
+    """
+    v, w = _region_weights(p, a, b, c)
+    on_triangle = a + v[..., None] * (b - a) + w[..., None] * (c - a)
     is_segment = jnp.all(b == c, axis=-1, keepdims=True)
     return jnp.where(is_segment, _closest_on_segment(p, a, b), on_triangle)
 
@@ -293,3 +311,102 @@ def point_triangle_distance(points: jax.Array, tri_vertices: jax.Array,
     missing = ~jnp.any(tri_mask) | ~point_mask
     return (jnp.where(missing, jnp.inf, dist), jnp.where(missing[:, None], jnp.nan, closest),
             jnp.where(missing, -1, index))
+
+
+# ------------------------------------------------------------------------------------------
+# Host-side (numpy, float64) queries: run once per asset build or texture completion.
+
+
+def _nearest_on_edges(p, a, b, c):
+    """Barycentric coordinates ``[N, 3]`` of the nearest point on the three edges (for
+    degenerate triangles, which are the union of their edges)."""
+    best, best_d = None, None
+    for i, (s, e) in enumerate(((a, b), (b, c), (c, a))):
+        d = e - s
+        t = np.clip(_safe_div(_dot(p - s, d, np), _dot(d, d, np), np), 0.0, 1.0)
+        dist = _dot(s + t[:, None] * d - p, s + t[:, None] * d - p, np)
+        bary = np.zeros((len(p), 3))
+        bary[:, i], bary[:, (i + 1) % 3] = 1 - t, t
+        if best is None:
+            best, best_d = bary, dist
+        else:
+            closer = dist < best_d
+            best[closer], best_d[closer] = bary[closer], dist[closer]
+    return best
+
+
+def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray,
+                               c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact closest point on triangles (a, b, c) to points p (Ericson, RTCD 5.1.5).
+
+    Args: all ``[N, 3]`` (row i: point i against triangle i); computed in float64.
+    Returns: closest points ``[N, 3]`` and their barycentric coordinates ``[N, 3]``.
+    """
+    p, a, b, c = (np.asarray(x, np.float64) for x in (p, a, b, c))
+    v, w = _region_weights(p, a, b, c, np)
+    bary = np.stack([1.0 - v - w, v, w], 1)
+    sliver = _is_sliver(a, b, c, np)
+    if sliver.any():
+        bary[sliver] = _nearest_on_edges(p[sliver], a[sliver], b[sliver], c[sliver])
+    q = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
+    return q, bary
+
+
+def closest_point_on_mesh(verts: np.ndarray, faces: np.ndarray, points: np.ndarray,
+                          k: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact closest point on a triangle mesh to each query point.
+
+    Candidates are first the ``k`` triangles with the nearest centroids; a second pass then
+    checks every triangle that could still be closer (centroid within the current distance plus
+    that triangle's centroid-to-corner radius), so the result is exact, not a heuristic.
+
+    Args:
+      verts: ``[V, 3]``; faces: ``[F, 3]`` int; points: ``[N, 3]``.
+    Returns:
+      closest ``[N, 3]``, distance ``[N]``, face id ``[N]``, barycentric ``[N, 3]``.
+    """
+    verts = np.asarray(verts, np.float64)
+    points = np.asarray(points, np.float64)
+    faces = np.asarray(faces)
+    tri = verts[faces]
+    centroid = tri.mean(1)
+    radii = np.sqrt(((tri - centroid[:, None]) ** 2).sum(-1)).max(1)
+    tree = cKDTree(centroid)
+    k = min(k, len(faces))
+    cdist, cand = tree.query(points, k=k)
+    cand = cand.reshape(len(points), k)
+    cdist = cdist.reshape(len(points), k)
+
+    def best_of(pidx: np.ndarray, fidx: np.ndarray):
+        q, bary = closest_point_on_triangles(points[pidx], *(tri[fidx, i] for i in range(3)))
+        return q, np.sqrt(((q - points[pidx]) ** 2).sum(-1)), bary
+
+    pidx = np.repeat(np.arange(len(points)), k)
+    q, dist, bary = best_of(pidx, cand.ravel())
+    dist = dist.reshape(-1, k)
+    j = np.argmin(dist, 1)
+    rows = np.arange(len(points))
+    best_d = dist[rows, j]
+    best_f = cand[rows, j]
+    best_q = q.reshape(-1, k, 3)[rows, j]
+    best_b = bary.reshape(-1, k, 3)[rows, j]
+
+    # Exactness pass: a triangle within best_d has |p - centroid| <= best_d + its radius. Only
+    # points whose k-th centroid is not already beyond best_d + max radius can have one left.
+    unsure = np.flatnonzero(cdist[:, -1] <= best_d + radii.max())
+    if len(unsure):
+        balls = tree.query_ball_point(points[unsure], best_d[unsure] + radii.max() + 1e-9)
+        lens = np.fromiter((len(x) for x in balls), int, len(balls))
+        extra_p = np.repeat(unsure, lens)
+        extra_f = np.concatenate([np.asarray(x, int) for x in balls])
+        near = np.sqrt(((points[extra_p] - centroid[extra_f]) ** 2).sum(-1)) \
+            <= best_d[extra_p] + radii[extra_f] + 1e-9
+        extra_p, extra_f = extra_p[near], extra_f[near]
+        q2, d2, b2 = best_of(extra_p, extra_f)
+        order = np.lexsort((d2, extra_p))
+        first = order[np.r_[True, extra_p[order][1:] != extra_p[order][:-1]]]
+        pts_with = extra_p[first]
+        better = d2[first] < best_d[pts_with]
+        sel, src = pts_with[better], first[better]
+        best_d[sel], best_f[sel], best_q[sel], best_b[sel] = d2[src], extra_f[src], q2[src], b2[src]
+    return best_q, best_d, best_f, best_b

@@ -218,6 +218,17 @@ def grazing(rotvec: jax.Array, translation: jax.Array, points: jax.Array,
     return jnp.abs(jnp.sum((normals @ rot.T) * view, -1)) / jnp.linalg.norm(view, axis=-1)
 
 
+def silhouette_pick(candidates: jax.Array, points: jax.Array, normals: jax.Array,
+                    rotvec: jax.Array, translation: jax.Array) -> jax.Array:
+    """The candidate seen most edge-on in each row: ``candidates [J, C]`` (any ids), their
+    model-frame ``points`` and unit ``normals [J, C, 3]`` -> chosen ids ``[J]``.
+
+    This is the sliding-contour rule: a jaw landmark on a turned head lies on the silhouette,
+    where the surface is seen edge-on (:func:`grazing` smallest)."""
+    score = grazing(rotvec, translation, points, normals)
+    return jnp.take_along_axis(candidates, jnp.argmin(score, -1)[:, None], -1)[:, 0]
+
+
 def project_view(camera: Camera, view_points: jax.Array) -> jax.Array:
     """View-frame points ``[..., N, 3]`` to pixels ``[..., N, 2]`` (x right, y down)."""
     _check_last_dim("view_points", view_points, 3)

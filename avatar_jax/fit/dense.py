@@ -1,9 +1,9 @@
-"""Dense landmarks: MediaPipe's 468 mesh points embedded on the head model, and the fitted-model
-route to iBUG-68.
+"""The head model fitted to MediaPipe's 468 mesh points, and the fitted landmark routes to iBUG-68.
 
     lms = mediapipe_landmark_set(model)                  # LandmarkSet, K = 468
     result = fit_dense(face.landmarks478, image.shape[:2])   # FitResult, B = 1
     pts68 = fitted_landmarks68(result)[0]               # [68, 2] pixels
+    faces = detect_faces(image, route=hybrid68)         # a fitted route, passed in
 
 The embedding (``data/mediapipe468_on_head.npz``, built by ``tools/embed_mediapipe_on_head.py``)
 puts each canonical-face point on a triangle of the head (face ids + barycentric coordinates).
@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avatar_jax.fit import camera as cam
+from avatar_jax._identity_cache import IdentityCache
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.fitting import FitResult, LandmarkSet, fit
-from avatar_jax.fit.synthetic import silhouette_landmarks
-from avatar_jax.model.head import HeadModel
+from avatar_jax.geometry import camera as cam
+from avatar_jax.landmarks import ibug68
+from avatar_jax.model.head import HeadModel, silhouette_landmarks
 
 DATA = Path(__file__).resolve().parent / "data"
 EMBEDDING_FILE = DATA / "mediapipe468_on_head.npz"
@@ -64,23 +65,22 @@ def embedding() -> dict[str, np.ndarray]:
     return out
 
 
-_SETS: dict = {}
+_SETS: IdentityCache[LandmarkSet] = IdentityCache(maxsize=4)
 
 
 def mediapipe_landmark_set(model: HeadModel) -> LandmarkSet:
     """The 468 MediaPipe points as a :class:`LandmarkSet` of ``model`` (no sliding points; eye
     corners 33/263). The same object is returned for the same model, so :func:`fit`'s
     precomputation is reused."""
-    hit = _SETS.get(id(model))
-    if hit is None or hit[0] is not model:
+    def make():
         emb = embedding()
         if int(emb["faces"].max()) >= model.num_vertices:
             raise ValueError(f"MediaPipe embedding refers to vertex {int(emb['faces'].max())}, the model "
                              f"has {model.num_vertices} vertices (embedding built for another head?)")
-        lms = LandmarkSet(jnp.asarray(emb["faces"]), jnp.asarray(emb["bary"]), sliding=(),
-                          eye_corners=EYE_CORNERS)
-        hit = _SETS[id(model)] = (model, lms)
-    return hit[1]
+        return LandmarkSet(jnp.asarray(emb["faces"]), jnp.asarray(emb["bary"]), sliding=(),
+                           eye_corners=EYE_CORNERS)
+
+    return _SETS.get((model,), None, make)
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,8 +163,6 @@ def hybrid68(mesh478: np.ndarray, image_size, model: HeadModel | None = None,
     fitted model's inner points (17-67). The model's own jaw rule (contour candidates on the
     fitted silhouette) misplaces the far-side jaw of turned heads, while the mesh silhouette
     follows it; the fitted inner points are steadier than single mesh vertices."""
-    from avatar_jax.landmarks import ibug68
-
     out = fitted68(mesh478, image_size, model, config).copy()
     out[:17] = ibug68.refined68(mesh478)[:17]
     return out
