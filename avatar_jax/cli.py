@@ -65,6 +65,9 @@ def _add_eval_parser(sub) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from avatar_jax import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run starts warm; the library itself leaves JAX's config alone
     if args.command == "eval":
         return _eval(args)
     if args.texture_size < 16 or args.texture_size > 8192:
@@ -81,16 +84,17 @@ def _reconstruct(args) -> int:
     from tqdm import tqdm
 
     from avatar_jax.reconstruct import Options, reconstruct
+    from avatar_jax.status import Status
 
     options = Options(texture_size=args.texture_size, formats=tuple(args.formats), backend=args.backend,
                       all_faces=args.all_faces, overlay=not args.no_overlay)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None
     outcomes = reconstruct(args.photos, args.out, options, progress=progress)
-    failed = [o for o in outcomes if o.status != "ok"]
+    failed = [o for o in outcomes if o.status != Status.OK]
     for o in failed:
-        print(f"avatar-jax: {o.status}: {o.message}", file=sys.stderr)
+        print(f"avatar-jax: {o.status.label}: {o.message}", file=sys.stderr)
     for o in outcomes:
-        if o.status == "ok":
+        if o.status == Status.OK:
             print(f"{o.path}: wrote {', '.join(o.files)}")
     return EXIT_PARTIAL if failed else 0
 

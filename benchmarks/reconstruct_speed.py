@@ -34,13 +34,16 @@ def run_once(photo: str, size: int, out: Path, model=None):
     outcome = reconstruct([photo], out, Options(texture_size=size, formats=("glb",), overlay=False),
                           model=model)[0]
     total = time.perf_counter() - t
-    if outcome.status != "ok":
-        raise SystemExit(f"{photo}: {outcome.status} {outcome.message}")
+    if outcome.status != 0:  # Status.OK
+        raise SystemExit(f"{photo}: {outcome.status.label} {outcome.message}")
     report = json.loads((out / f"{Path(photo).stem}.json").read_text())
     return total, report["timings_s"]
 
 
 def cold_child(photo: str, size: int, start: float) -> None:
+    from avatar_jax import enable_compilation_cache
+
+    enable_compilation_cache()  # as the CLI does
     with tempfile.TemporaryDirectory() as tmp:
         run_once(photo, size, Path(tmp))
     print(json.dumps({"cold_s": time.time() - start}))
@@ -56,7 +59,10 @@ def main(argv=None) -> None:
     if args.cold_child is not None:
         return cold_child(args.photo, args.size, args.cold_child)
 
+    from avatar_jax import enable_compilation_cache
     from avatar_jax.model import load_head_model
+
+    enable_compilation_cache()  # as the CLI does
 
     model = load_head_model()
     with tempfile.TemporaryDirectory() as tmp:

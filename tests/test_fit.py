@@ -17,6 +17,7 @@ from avatar_jax.fit import fitting as F
 from avatar_jax.fit.terms import landmark_residual, pose_residual
 from avatar_jax.model import load_head_model
 from avatar_jax.model.head import sample_surface
+from avatar_jax.status import Status
 
 N_TEST = 16
 
@@ -37,7 +38,7 @@ def clean_fit(model, clean_batch):
 
 
 def test_noise_free_fit_reaches_subpixel_error_and_rotation(clean_batch, clean_fit):
-    assert np.all(np.asarray(clean_fit.status) == F.STATUS_OK)
+    assert np.all(np.asarray(clean_fit.status) == Status.OK)
     err = np.asarray(clean_fit.reprojection_error)
     rot = np.asarray(synthetic.rotation_error_deg(clean_fit.camera.rotvec, clean_batch.camera.rotvec))
     print(f"reprojection error px: mean {err.mean():.3f} max {err.max():.3f}; "
@@ -62,7 +63,7 @@ def test_noise_free_fit_on_the_true_identity_meets_the_issue_bar(model):
     batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(0), n))
     base = jax.vmap(vertices, (None, 0, 0))(model, jnp.asarray(batch.identity), jnp.zeros((n, model.num_expression)))
     res = fit(batch.landmarks, batch.image_sizes, base_shape=base, model=model)
-    assert np.all(np.asarray(res.status) == F.STATUS_OK)
+    assert np.all(np.asarray(res.status) == Status.OK)
     err = np.asarray(res.reprojection_error)
     rot = np.asarray(synthetic.rotation_error_deg(res.camera.rotvec, batch.camera.rotvec))
     print(f"true identity as P: reprojection px mean {err.mean():.3f}; rotation deg mean {rot.mean():.3f}")
@@ -76,7 +77,7 @@ def test_noisy_fit_face_vertex_error_reported(model, clean_batch):
     face = np.asarray(model.face_mask)
     err = _aligned_vertex_error(np.asarray(res.vertices), np.asarray(noisy.vertices), face)
     print(f"2 px noise: face-region vertex error after similarity alignment: mean {err.mean():.2f} mm")
-    assert np.all(np.asarray(res.status) == F.STATUS_OK)
+    assert np.all(np.asarray(res.status) == Status.OK)
     assert err.mean() < 5.0
 
 
@@ -107,8 +108,8 @@ def test_nan_and_degenerate_inputs_flag_only_their_image(model, clean_batch, cle
     lm[4] = lm[4, :1]  # all landmarks on one point: degenerate
     res = fit(lm, clean_batch.image_sizes, model=model)
     status = np.asarray(res.status)
-    assert status[1] == F.STATUS_DEGENERATE and status[4] != F.STATUS_OK
-    assert status[2] == F.STATUS_OK and np.asarray(res.reprojection_error)[2] < 0.5
+    assert status[1] == Status.DEGENERATE_INPUT and status[4] != Status.OK
+    assert status[2] == Status.OK and np.asarray(res.reprojection_error)[2] < 0.5
     others = np.array([i for i in range(N_TEST) if i not in (1, 2, 4)])
     np.testing.assert_allclose(np.asarray(res.vertices)[others], np.asarray(clean_fit.vertices)[others],
                                atol=1e-4)

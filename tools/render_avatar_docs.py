@@ -10,17 +10,14 @@ import argparse
 from pathlib import Path
 
 import cv2
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avatar_jax.fit import Camera, fit
+from avatar_jax.geometry.camera import Camera
 from avatar_jax.io.image import load_image
-from avatar_jax.landmarks.api import detect_faces
+from avatar_jax import pipeline
 from avatar_jax.model import load_head_model
-from avatar_jax.reconstruct import _texture
 from avatar_jax.render.preview import render_mesh
-from avatar_jax.texture.caps import capped_model, extend_vertices
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("tom_cruise.jpg", "obama.jpg")
@@ -42,15 +39,14 @@ def main(argv=None):
     ap.add_argument("--texture-size", type=int, default=1024)
     args = ap.parse_args(argv)
     model = load_head_model()
-    capped, caps = capped_model(model)  # what reconstruct exports: eye and mouth openings closed
     rows, atlases = [], []
     for name in PHOTOS:
         image = load_image(REPO / "examples" / name)
-        face = detect_faces(image, max_faces=1, small_faces=False)[0]
-        res = fit(face.landmarks68[None], np.array([image.shape[:2]], np.float32), model=model)
-        res = jax.tree.map(lambda a: np.asarray(a)[0], res)
-        verts = np.asarray(extend_vertices(caps, res.vertices))
-        texture, _ = _texture(image, verts, res.camera, capped, caps, args.texture_size, {})
+        faces = pipeline.detect(image)
+        res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
+        # What reconstruct exports: the capped mesh (eye and mouth openings closed).
+        avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size)
+        verts, texture, capped = avatar.vertices, avatar.texture, avatar.mesh
         atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
         tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]

