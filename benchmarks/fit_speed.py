@@ -53,7 +53,7 @@ def _time_fit(batch, config, model, repeats):
 def run_ours(model, batches, repeats, noise):
     rows = []
     for name, cfg in MODES.items():
-        F.prepared(model, cfg, True)  # host precomputation, once per model and config
+        F.cached_operators(model, cfg, True)  # host precomputation, once per model and config
         for b in batches:
             batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(b), b, noise_px=noise))
             # small batches take well under a millisecond: more repeats for a stable best time

@@ -14,6 +14,7 @@ import scipy.sparse.linalg as spla
 
 from avatar_jax.fit import FitConfig, fit, synthetic
 from avatar_jax.fit import fitting as F
+from avatar_jax.fit import operators, problem, woodbury
 from avatar_jax.fit.terms import landmark_residual, pose_residual
 from avatar_jax.model import load_head_model
 from avatar_jax.model.head import sample_surface
@@ -193,7 +194,7 @@ def _dense_reference_step(model, ops, cfg, data, params, aux):
     for (contour, lag and weights of ``aux``), assembled from the model functions and the linear
     terms' operators, solved with a float64 sparse LU."""
     layout, pr = ops.layout, ops.prior
-    x0 = np.asarray(F._shape_vector(ops, params["c"], aux.lag), np.float64)
+    x0 = np.asarray(operators.shape_vector(ops, params["c"], aux.lag), np.float64)
     pose0 = np.asarray(params["pose"], np.float64)
     faces = pr.point_faces[aux.sel]
     bary = pr.point_bary[aux.sel]
@@ -208,7 +209,7 @@ def _dense_reference_step(model, ops, cfg, data, params, aux):
         if delta is not None:
             verts = verts + delta
         pts = sample_surface(verts, faces, bary)
-        return landmark_residual(F._project(pose, pts, data), data.targets, sqrt_w).reshape(-1)
+        return landmark_residual(problem.project_at(pose, pts, data), data.targets, sqrt_w).reshape(-1)
 
     x0j, p0j = jnp.asarray(x0), jnp.asarray(pose0)
     r_l = np.asarray(landmark_rows(x0j, p0j), np.float64)
@@ -249,22 +250,22 @@ def _float64_iterate(cfg, landmarks, image_size):
     (call under ``jax.enable_x64``)."""
     model = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating)
                          else a, load_head_model())
-    ops = F.prepare(model, cfg, dtype=np.float64)
+    ops = operators.prepare(model, cfg, dtype=np.float64)
     size = jnp.asarray(image_size, jnp.float64)
     data, valid = F._image_data(ops, jnp.asarray(landmarks, jnp.float64), jnp.ones(68), size,
                                 jnp.asarray(model.neutral))
     pose0, _ = F._initial_pose(ops, data, valid, size)
-    aux = F._Aux(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
+    aux = problem.IterationArgs(sel=jnp.arange(68), lag=jnp.zeros(ops.prior.lag_index.shape), sqrt_w=jnp.sqrt(data.weights))
     res = F._solve(ops, cfg, data, {"pose": pose0, "c": jnp.zeros(ops.prior.factor.shape[-1])}, aux, 2,
                    jnp.asarray(0.0))
-    _, aux = F._refresh(ops, cfg, res.params, data, res.args[1])  # the third iteration's args
+    _, aux = problem.refresh(ops, cfg, res.params, data, res.args[1])  # the third iteration's args
     return model, ops, data, res.params, aux
 
 
 def _structured_solve(ops, cfg, params, args, rhs, damping, damping_mode):
     """One solve of the damped normal equations by ShapeEliminatingSolver (linearise, then solve)."""
-    solver = F.ShapeEliminatingSolver(ops, cfg)
-    lin = solver.linearise(functools.partial(F._residual, ops, cfg), params, args)
+    solver = woodbury.ShapeEliminatingSolver(ops, cfg)
+    lin = solver.linearise(functools.partial(problem.residual, ops, cfg), params, args)
     return solver.solve(lin, rhs, damping, damping_mode)
 
 
@@ -272,13 +273,13 @@ def _eliminated_vs_dense(clean_batch, cfg):
     model, ops, data, params, aux = _float64_iterate(cfg, clean_batch.landmarks[5] + 3.0,
                                                      clean_batch.image_sizes[5])
     x0, pose0, dx_ref, dpose_ref = _dense_reference_step(model, ops, cfg, data, params, aux)
-    residual = lambda p: jax.flatten_util.ravel_pytree(F._residual(ops, cfg, p, data, aux))[0]
+    residual = lambda p: jax.flatten_util.ravel_pytree(problem.residual(ops, cfg, p, data, aux))[0]
     r, vjp = jax.vjp(residual, params)
     (g,) = vjp(r)
     step, ok = _structured_solve(ops, cfg, params, (data, aux), jax.tree.map(jnp.negative, g),
                                  jnp.asarray(0.0), "marquardt")
     assert bool(ok)
-    x1 = np.asarray(F._shape_vector(ops, params["c"] + step["c"], aux.lag))
+    x1 = np.asarray(operators.shape_vector(ops, params["c"] + step["c"], aux.lag))
     dx = x1 - x0
     dpose = np.asarray(step["pose"])
     full_ref = np.concatenate([dx_ref, dpose_ref])
@@ -296,7 +297,7 @@ def test_structured_solver_solves_the_damped_normal_equations_for_any_rhs(clean_
         _, ops, data, params, aux = _float64_iterate(cfg, clean_batch.landmarks[3], clean_batch.image_sizes[3])
         x, unravel = jax.flatten_util.ravel_pytree(params)
         J = np.asarray(jax.jacfwd(lambda v: jax.flatten_util.ravel_pytree(
-            F._residual(ops, cfg, unravel(v), data, aux))[0])(x))
+            problem.residual(ops, cfg, unravel(v), data, aux))[0])(x))
         b = np.random.default_rng(0).normal(size=x.shape[0])
         mu = 0.3
         damp = np.zeros(x.shape[0])

@@ -30,7 +30,8 @@ import numpy as np
 
 from avatar_jax._identity_cache import IdentityCache
 from avatar_jax.fit.config import FitConfig
-from avatar_jax.fit.fitting import FitResult, LandmarkSet, fit
+from avatar_jax.fit.fitting import FitResult, fit
+from avatar_jax.fit.operators import LandmarkSet
 from avatar_jax.geometry import camera as cam
 from avatar_jax.landmarks import ibug68
 from avatar_jax.model.head import HeadModel, silhouette_landmarks

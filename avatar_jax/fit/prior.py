@@ -38,7 +38,7 @@ class MarginalPrior:
     Attributes:
       point_faces, point_bary: ``[P, 3]`` the surface points (landmarks, then contour candidates).
       cov_blocks: ``[P, 3, 3, P]`` C with the second point index innermost, ``[i, b, d, j] =
-        cov(y_ib, y_jd)`` (C_act of the active points is a cheap gather; see ``fitting._gram``).
+        cov(y_ib, y_jd)`` (C_act of the active points is a cheap gather; see ``woodbury.projected_covariance``).
       factor: ``[P, 3, r]`` F, point-major (F = Q sqrt(Lambda) from C's eigendecomposition).
       mean_from_lag: ``[r, dz]`` whitened prior mean of the points per unit lag.
       lag_cost_factor: ``[dz, dz]`` L: ``|L z|^2`` is the minimum of the linear terms for lag z.
