@@ -1,8 +1,8 @@
 """``avatar-jax`` command line.
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
-                           [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu]
-    avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--num N] [--data DIR] [--docs DIR]
+                           [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu|tpu]
+    avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
@@ -52,10 +52,11 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--methods", nargs="+", default=["landmark-only", "full energy", "eos-py"],
                     choices=["landmark-only", "full energy", "eos-py"], help="synthetic fitting methods")
     ev.add_argument("--texture-photos", nargs="+", default=None,
-                    help="rendered suite: face photos for the skin textures (default: the checkout's "
-                         "examples/tom_cruise.jpg and examples/obama.jpg)")
-    ev.add_argument("--data", default="../shared/testdata",
-                    help="labelled test data folder with manifest.json (default ../shared/testdata)")
+                    help="rendered suite: face photos for the skin textures (default: the packaged "
+                         "tom_cruise.jpg and obama.jpg, copies of examples/)")
+    ev.add_argument("--data", default=None,
+                    help="landmark suite (and --suite all): a labelled photo folder with manifest.json "
+                         "(e.g. tests/data/photos of a checkout)")
     ev.add_argument("--images", nargs="+", default=None, help="landmark suite: only these image stems")
     ev.add_argument("--docs", default=None,
                     help="also write DOCS/results.md and copy the plots to DOCS/results/ (e.g. docs)")
@@ -103,6 +104,10 @@ def _eval(args) -> int:
     if args.num < 1:
         print(f"avatar-jax eval: --num must be >= 1, got {args.num}", file=sys.stderr)
         return EXIT_USAGE
+    if args.suite in ("landmarks", "all") and args.data is None:
+        print(f"avatar-jax eval: --suite {args.suite} runs the landmark suite, which needs --data DIR "
+              "(a labelled photo folder with manifest.json, e.g. tests/data/photos)", file=sys.stderr)
+        return EXIT_USAGE
     if not 0.0 <= args.yaw <= 90.0:
         print(f"avatar-jax eval: --yaw must be in [0, 90] degrees, got {args.yaw:g}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,7 +143,8 @@ def _eval(args) -> int:
         return EXIT_USAGE
     command = (f"avatar-jax eval --suite {args.suite} --num {args.num} --seed {args.seed} "
                f"--noise {' '.join(f'{v:g}' for v in args.noise)}"
-               + (f" --yaw {args.yaw:g}" if args.yaw != 60.0 else ""))
+               + (f" --yaw {args.yaw:g}" if args.yaw != 60.0 else "")
+               + (f" --data {args.data}" if landmarks is not None else ""))
     written = write_report(args.out, synthetic=synthetic, landmarks=landmarks, docs_dir=args.docs,
                            command=command, rendered=rendered)
     for path in written.values():

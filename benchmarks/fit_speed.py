@@ -67,7 +67,7 @@ def run_ours(model, batches, repeats, noise):
 
 def run_eos(model, n, noise):
     try:
-        import eos_peer
+        from avatar_jax.evaluate import eos_peer
     except ImportError as err:  # eos-py is in the `bench` extra
         print(f"eos-py peer skipped: {err}")
         return None

@@ -1,10 +1,8 @@
-"""benchmarks/eos_peer.py: our head model converted for eos-py, and eos's fit on a synthetic head."""
+"""avatar_jax.evaluate.eos_peer: our head model converted for eos-py, and eos's fit on a synthetic head."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,15 +13,11 @@ eos = pytest.importorskip("eos")
 from avatar_jax.fit import synthetic  # noqa: E402
 from avatar_jax.model import load_head_model  # noqa: E402
 
-_PEER_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "eos_peer.py"
-
-
 @pytest.fixture(scope="module")
 def peer():
-    spec = importlib.util.spec_from_file_location("eos_peer", _PEER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from avatar_jax.evaluate import eos_peer
+
+    return eos_peer
 
 
 @pytest.fixture(scope="module")

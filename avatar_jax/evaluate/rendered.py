@@ -95,13 +95,14 @@ class RenderedResults:
 # ----------------------------------------------------------------------------- textures
 
 def example_photos() -> list[Path]:
-    """The repository's ``examples/`` photos used for the skin textures (checkout only)."""
-    folder = Path(__file__).resolve().parents[2] / "examples"
+    """The packaged photos used for the skin textures (``data/texture_photos``, public domain:
+    its README)."""
+    folder = Path(__file__).resolve().parent / "data" / "texture_photos"
     paths = [folder / name for name in DEFAULT_TEXTURE_PHOTOS]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise ValueError(f"texture photos not found: {missing}; pass texture_photos= (any frontal "
-                         "face photos) when running outside a source checkout")
+        raise ValueError(f"texture photos not found: {missing} (a broken install?); pass "
+                         "texture_photos= (any frontal face photos)")
     return paths
 
 
@@ -263,7 +264,7 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
       distances ``[D]`` mm; methods: subset of :data:`avatar_jax.evaluate.synthetic.METHODS`.
       yaw_deg: yaw range +-yaw_deg.
       texture_photos: face photos for the skin textures (default: the checkout's
-        ``examples/tom_cruise.jpg`` and ``examples/obama.jpg``); texture_size: their side.
+        the packaged ``tom_cruise.jpg`` and ``obama.jpg``); texture_size: their side.
       progress: ``progress(iterable, desc) -> iterable`` (e.g. a tqdm wrapper) or None.
       keep_images: keep every render in the result (``images``).
     """

@@ -23,7 +23,7 @@ Methods, all on the same landmarks and the same model:
 * ``landmark-only``: :func:`avatar_jax.fit.fit` with ``FitConfig(use_corrective=False)``
   (identity + expression + camera).
 * ``full energy``: ``FitConfig()``: the paper's energy with the per-vertex corrective field dP.
-* ``eos-py``: ``eos.fitting.fit_shape_and_pose`` through ``benchmarks/eos_peer.py`` (the same
+* ``eos-py``: ``eos.fitting.fit_shape_and_pose`` through :mod:`avatar_jax.evaluate.eos_peer` (the same
   model converted exactly); skipped with a note when eos or the benchmarks folder is missing.
 * ``regressor + full energy`` needs a regressor checkpoint; none exists yet, so it is listed as
   skipped.
@@ -36,10 +36,8 @@ on the model topology; alignment points = the model's landmark embedding at
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -218,17 +216,13 @@ class SyntheticResults:
 
 
 def load_eos_peer():
-    """``(module, None)`` for ``benchmarks/eos_peer.py`` of this checkout, or ``(None, reason)``."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "eos_peer.py"
-    if not path.is_file():
-        return None, f"benchmarks/eos_peer.py not found next to the package ({path})"
+    """``(avatar_jax.evaluate.eos_peer, None)``, or ``(None, reason)`` when eos-py (the ``bench``
+    extra) is not installed."""
     try:
-        spec = importlib.util.spec_from_file_location("avatar_jax_benchmarks_eos_peer", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        from avatar_jax.evaluate import eos_peer
     except ImportError as err:
-        return None, f"eos-py is not importable ({err})"
-    return module, None
+        return None, f"eos-py is not importable ({err}); pip install 'avatar-jax[bench]'"
+    return eos_peer, None
 
 
 def _fit_ours(model, batch: OutOfSpaceBatch, config):

@@ -1,6 +1,6 @@
 """eos-py as a benchmark peer, driven with OUR head model on the same landmarks.
 
-    python benchmarks/eos_peer.py [--images 8] [--iterations 5] [--noise 0]
+    python -m avatar_jax.evaluate.eos_peer [--images 8] [--iterations 5] [--noise 0]
 
 Converts a :class:`~avatar_jax.model.HeadModel` into an ``eos.morphablemodel.MorphableModel``
 (identity PCA + expression blendshapes) plus the landmark mapper, contour definitions and edge
@@ -72,14 +72,10 @@ from pathlib import Path
 
 import numpy as np
 
-import eos
+import eos  # the `bench` extra: importing this module without it raises ImportError
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # runnable as a script from anywhere
-    sys.path.insert(0, str(REPO))
-
-from avatar_jax.geometry.mesh import vertex_normals  # noqa: E402
-from avatar_jax.model.head import JAW_LANDMARKS, HeadModel  # noqa: E402
+from avatar_jax.geometry.mesh import vertex_normals
+from avatar_jax.model.head import JAW_LANDMARKS, HeadModel
 
 NUM_LANDMARKS = 68
 # eos's 1-based iBUG names of the jaw landmarks (eos share/ibug_to_sfm.txt [contour_landmarks]).
