@@ -1,4 +1,4 @@
-"""Shared test fixtures. Tests may read ../shared/testdata (never the package at run time)."""
+"""Shared test fixtures. Photos come from tests/data/photos (in the repo; see its README.md)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from avatar_jax import enable_compilation_cache  # noqa: E402
 enable_compilation_cache()  # as the CLI does: repeated suite runs reuse compiled kernels
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-TESTDATA = SHARED / "testdata"
+SHARED = REPO.parent / "shared"  # optional dev assets outside the repo (ICT head source)
+TESTDATA = REPO / "tests" / "data" / "photos"  # redistributable photos + labels, manifest.json
 
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        pytest.skip(f"test data not found at {TESTDATA}")
     return TESTDATA

