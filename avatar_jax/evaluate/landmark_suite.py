@@ -1,6 +1,6 @@
 """Landmark suite on human-labelled photos: detect (MediaPipe) -> fit -> 68-point NME.
 
-For every image of a dev test-data folder (``manifest.json`` as in ``../shared/testdata``) whose
+For every image of a labelled photo folder (its ``manifest.json`` as in ``tests/data/photos``) whose
 ``landmark_origin`` is ``"human annotation"``, with labels read with the manifest's
 ``pts_index_base``:
 
@@ -12,9 +12,9 @@ For every image of a dev test-data folder (``manifest.json`` as in ``../shared/t
   model's and prior's share of the error alone, no detector in the loop).
 
 NME = mean point-to-point error / sqrt(w * h) of the label box (:func:`landmark_nme`), per image,
-then the mean over images. Caveat: the packaged refined 468 -> 68 mapping of the detector was
-fitted on these same four photos, so ``detected`` is optimistic here (``docs/landmarks.md`` has
-the leave-one-out numbers).
+then the mean over images. The packaged refined 468 -> 68 mapping of the detector was fitted to
+dlib's predictor on other photos, never to these labels (``docs/landmarks.md``); its routes were
+chosen on the dev set's four labelled photos, though, so only photos outside it are fully held out.
 
 This is a development tool: the data folder is an argument, the package never reads it itself.
 """
