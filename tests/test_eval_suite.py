@@ -103,7 +103,7 @@ def test_landmark_suite_nme_and_report(testdata, model, tmp_path):
     assert {r["method"] for r in rows} == {"detected", "fitted", "fit to labels"}
 
 
-def test_bad_inputs_raise_clear_errors(model, tmp_path):
+def test_bad_inputs_raise_clear_errors(model, tmp_path, capsys):
     with pytest.raises(ValueError, match="manifest.json"):
         human_labelled(tmp_path)
     with pytest.raises(ValueError, match="unknown methods"):
@@ -116,3 +116,5 @@ def test_bad_inputs_raise_clear_errors(model, tmp_path):
         write_report(tmp_path)
     assert main(["eval", "--suite", "landmarks", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert main(["eval", "--suite", "synthetic", "--num", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["eval", "--suite", "all", "--out", str(tmp_path / "o")]) == 2  # no --data: no ../shared default
+    assert "needs --data" in capsys.readouterr().err
