@@ -15,18 +15,17 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from avatar_jax import enable_compilation_cache
+from avatar_jax.fit import FitConfig, fit, synthetic
+from avatar_jax.fit import fitting as F
+from avatar_jax.model import load_head_model
 
-from avatar_jax.fit import FitConfig, fit, synthetic  # noqa: E402
-from avatar_jax.fit import fitting as F  # noqa: E402
-from avatar_jax.model import load_head_model  # noqa: E402
+enable_compilation_cache()  # "cold" is a fresh compile read from the persistent cache, as the CLI runs
 
 MODES = {
     "landmark-only (alpha, beta, pose)": FitConfig(use_corrective=False),
