@@ -349,6 +349,14 @@ def test_closest_point_on_triangles_regions():
         np.testing.assert_allclose(bary.sum(), 1.0)
 
 
+def test_closest_point_on_collinear_triangles_uses_their_edges():
+    a, b, c = (np.array([[x, 0.0, 0.0]] * 3) for x in (0.0, 1.0, 2.0))
+    p = np.array([[1.5, 1.0, 0.0], [-1.0, 0.0, 0.0], [3.0, 2.0, 0.0]])
+    q, bary = closest_point_on_triangles(p, a, b, c)
+    np.testing.assert_allclose(q, [[1.5, 0, 0], [0, 0, 0], [2, 0, 0]], atol=1e-12)
+    np.testing.assert_allclose(bary @ np.array([0.0, 1.0, 2.0]), [1.5, 0.0, 2.0], atol=1e-12)
+
+
 def test_closest_point_on_mesh_matches_brute_force(model):
     v, f = _np(model)
     rng = np.random.default_rng(2)

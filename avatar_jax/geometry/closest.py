@@ -42,11 +42,16 @@ def _safe_div(num, den, xp=jnp):
     return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
 
 
+def _segment_parameter(p, a, b, xp=jnp):
+    """``t [...]`` in [0, 1] of the closest point ``a + t (b - a)`` on segment ``ab`` to ``p``
+    (all ``[..., 3]``); a == b gives 0."""
+    ab = b - a
+    return xp.clip(_safe_div(_dot(p - a, ab, xp), _dot(ab, ab, xp), xp), 0.0, 1.0)
+
+
 def _closest_on_segment(p, a, b):
     """Closest point on segment ``ab`` to ``p`` (all ``[..., 3]``); a == b is fine."""
-    ab = b - a
-    t = jnp.clip(_safe_div(_dot(p - a, ab), _dot(ab, ab)), 0.0, 1.0)
-    return a + t[..., None] * ab
+    return a + _segment_parameter(p, a, b)[..., None] * (b - a)
 
 
 def _is_sliver(a, b, c, xp=jnp):
@@ -322,9 +327,9 @@ def _nearest_on_edges(p, a, b, c):
     degenerate triangles, which are the union of their edges)."""
     best, best_d = None, None
     for i, (s, e) in enumerate(((a, b), (b, c), (c, a))):
-        d = e - s
-        t = np.clip(_safe_div(_dot(p - s, d, np), _dot(d, d, np), np), 0.0, 1.0)
-        dist = _dot(s + t[:, None] * d - p, s + t[:, None] * d - p, np)
+        t = _segment_parameter(p, s, e, np)
+        gap = s + t[:, None] * (e - s) - p
+        dist = _dot(gap, gap, np)
         bary = np.zeros((len(p), 3))
         bary[:, i], bary[:, (i + 1) % 3] = 1 - t, t
         if best is None:
