@@ -28,6 +28,7 @@ from avatar_jax.fit import FitConfig, FitResult, fit
 from avatar_jax.fit import dense
 from avatar_jax.geometry.camera import Camera, project
 from avatar_jax.io.export import write_glb, write_obj
+from avatar_jax.landmarks import api as landmark_api
 from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
 from avatar_jax.model import HeadModel, load_head_model
 from avatar_jax.status import Status
@@ -35,8 +36,9 @@ from avatar_jax.texture.bake import bake_plan, bake_texture
 from avatar_jax.texture.caps import capped_model, extend_vertices
 
 FORMATS = ("glb", "obj")
-# Routes that fit the head model to MediaPipe's 468 points live in fit; detect() resolves them.
-FITTED_ROUTES = {"fitted": dense.fitted68, "hybrid": dense.hybrid68}
+# The landmarks stage names the routes that fit the head model to MediaPipe's 468 points (and
+# refuses them); their functions live in fit.dense as ``<name>68``, and detect() resolves them.
+FITTED_ROUTES = {name: getattr(dense, f"{name}68") for name in landmark_api.FITTED_ROUTES}
 
 __all__ = ["FORMATS", "Avatar", "detect", "export_avatar", "face_fit", "fit_faces", "fit_report",
            "texture_avatar", "write_overlay", "write_report"]
