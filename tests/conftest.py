@@ -14,7 +14,6 @@ from avatar_jax import enable_compilation_cache  # noqa: E402
 enable_compilation_cache()  # as the CLI does: repeated suite runs reuse compiled kernels
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"  # optional dev assets outside the repo (ICT head source)
 TESTDATA = REPO / "tests" / "data" / "photos"  # redistributable photos + labels, manifest.json
 
 

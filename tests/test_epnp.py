@@ -17,14 +17,14 @@ from avatar_jax.fit.epnp import epnp, epnp_camera
 N = 68  # every test uses 68 points and batches of B so the compiled functions are shared
 B = 12
 K = np.array([[900.0, 0.0, 330.0], [0.0, 900.0, 250.0], [0.0, 0.0, 1.0]])
-ICT_CROP = Path(__file__).resolve().parent / "data" / "ict_face_crop.npz"
+ICT = Path(__file__).resolve().parent / "data" / "ict_facekit" / "ict_head.npz"
 
 
 @pytest.fixture(scope="module")
 def face_points() -> np.ndarray:
-    """The 68 iBUG landmark vertices of the ICT neutral head, mm, model frame
-    (tools/make_test_ict_crop.py)."""
-    return np.load(ICT_CROP)["landmarks68_points"].astype(np.float64)
+    """The 68 iBUG landmark vertices of the ICT neutral head, mm, model frame."""
+    data = np.load(ICT)
+    return data["vertices"][data["landmarks68"]].astype(np.float64)
 
 
 def _random_cloud(rng) -> np.ndarray:

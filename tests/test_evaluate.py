@@ -20,8 +20,8 @@ from avatar_jax.evaluate import (
 from avatar_jax.geometry.closest import point_triangle_distance
 from avatar_jax.model.head import ALIGNMENT_LANDMARKS
 
-# The ICT-FaceKit face within 72 mm of the nose tip (~4.4k vertices; tools/make_test_ict_crop.py).
-ICT_CROP = Path(__file__).resolve().parent / "data" / "ict_face_crop.npz"
+ICT = Path(__file__).resolve().parent / "data" / "ict_facekit" / "ict_head.npz"
+CROP_MM = 72.0  # keeps the outer eye corners (70 mm from the nose tip); ~4.4k vertices
 DISTANCES = (40.0, 55.0, 70.0)
 
 
@@ -64,12 +64,18 @@ def random_triangles(rng, count):
 
 @pytest.fixture(scope="module")
 def ict():
-    d = np.load(ICT_CROP)
-    lm = d["landmarks68_ids"]
-    assert np.all(lm[list(ALIGNMENT_LANDMARKS)] >= 0)
+    d = np.load(ICT)
+    verts, faces, lm = d["vertices"], d["triangles"], d["landmarks68"]
+    keep = np.linalg.norm(verts - verts[lm[30]], axis=1) <= CROP_MM
+    faces = faces[keep[faces].all(1)]
+    used = np.unique(faces)
+    new_id = np.full(len(verts), -1)
+    new_id[used] = np.arange(len(used))
+    assert np.all(new_id[lm[list(ALIGNMENT_LANDMARKS)]] >= 0)
     # An identity mode changes the shape for a non-zero ARMSE; sigma-scale is a few mm.
-    mode = d["identity_mode0"]
-    return dict(verts=d["vertices"], faces=d["triangles"], align=lm[list(ALIGNMENT_LANDMARKS)], nose=lm[30],
+    mode = d["identity_basis"][0][used].astype(np.float32)
+    return dict(verts=verts[used], faces=new_id[faces].astype(np.int32),
+                align=new_id[lm[list(ALIGNMENT_LANDMARKS)]], nose=new_id[lm[30]],
                 mode=3.0 * mode / np.abs(mode).max())
 
 
