@@ -223,15 +223,14 @@ def _assemble(ops: FitOperators, model: HeadModel, part: _ImageFit, base_vertice
 
 # ----------------------------------------------------------------------------- public API
 
-# Images per vmap chunk on a CPU backend: 32 measured 2-5% faster than 16 and 64 at B = 32 and
-# 256 (full energy and landmark-only, one process, same run).
+# Images per vmap chunk on a CPU backend: the fastest of 16, 32 and 64 (docs/solver.md).
 _CPU_CHUNK = 32
 
 
 def _chunk_size(config: FitConfig) -> int:
     """``config.chunk_size``, or by default 32 on a CPU backend (chunks in sequence under lax.map
     keep each chunk's working set in cache) and the whole batch on an accelerator, which one vmap
-    fills (H100, B = 4096: 0.030 ms/image in one vmap, 0.12 ms/image in chunks of 32)."""
+    fills and chunks leave idle (README, "Measured")."""
     if config.chunk_size is not None:
         return config.chunk_size
     return _CPU_CHUNK if jax.default_backend() == "cpu" else 1 << 30
@@ -304,9 +303,9 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
     padded = _padded_size(b, chunk)
     pad = lambda a, fill: np.concatenate([a, np.full((padded - b,) + a.shape[1:], fill, a.dtype)])
     sizes_fill = image_sizes[:1] if b else np.ones((1, 2), np.float32)
-    # Full float32 products: GPUs default to TF32 passes (~1e-3 relative), which moved vertices by
-    # up to 41 mm and rotations by 1.7 deg from the CPU fit on 64 noisy heads (H100); the fit's
-    # GEMMs are small, so full precision costs little. No effect on CPU.
+    # Full float32 products: GPUs default to TF32 passes (~1e-3 relative), which moved the fitted
+    # heads far from the CPU fit (docs/solver.md); the fit's GEMMs are small, so full precision
+    # costs little. No effect on CPU.
     with single_blas_thread(), jax.default_matmul_precision("highest"):
         out = jax.block_until_ready(_fit_jit(
             ops, model, config, chunk, pad(landmarks, np.nan), pad(confidence, 1.0),

@@ -62,7 +62,8 @@ class FitOperators:
 
 def prepare(model: HeadModel, config: FitConfig = FitConfig(), landmark_set: LandmarkSet | None = None,
             with_identity: bool = True, dtype=np.float32) -> FitOperators:
-    """Precompute the reduced problem for ``model`` and ``config`` (host, float64; ~1-5 s).
+    """Precompute the reduced problem for ``model`` and ``config`` (host, float64; seconds, or
+    milliseconds from the on-disk cache).
 
     ``with_identity``: include alpha (landmark-only mode: no base shape given). ``dtype``: of
     the stored operators (float64 needs ``jax.enable_x64``; used by the exactness test).
@@ -94,7 +95,8 @@ def _term_energy_operators(prior: MarginalPrior, terms, key: str, dtype):
     shape_from_lag], z = [c, lag]; :func:`_assemble`): terms with few rows keep the sparse
     ``A - A_lag`` (energy ``|A x|^2``); terms with more rows than z has entries get a dense
     ``U [m, m]`` with ``|U z|^2 = |A G z|^2`` (U from the eigendecomposition of ``(A G)^T A G``),
-    which under jit is ~10x faster than the sparse product with the 3V-row Laplacian."""
+    which under jit is much faster than the sparse product with the 3V-row Laplacian
+    (docs/solver.md)."""
     big = [t.A.shape[0] > prior.shape_from_c.shape[1] + prior.shape_from_lag.shape[1] for t in terms]
 
     def factors():  # only on a cache miss: G is 40 MB in float64

@@ -46,7 +46,7 @@ def project_at(pose, points, data):
 def surface_points_at(ops: FitOperators, data: ImageData, c):
     """All P surface points ``[P, 3]`` at whitened coordinates ``c [r]``: ``base + F c``. One GEMM
     over the batch chunk under vmap; the landmarks then gather their 3-vectors (gathering F's
-    active rows per image instead measured ~30% slower for the whole fit)."""
+    active rows per image instead is slower for the whole fit: docs/solver.md)."""
     factor = ops.prior.factor
     return data.base_points + (factor.reshape(-1, factor.shape[-1]) @ c).reshape(-1, 3)
 
