@@ -1,7 +1,7 @@
 """Evaluation suite: out-of-space synthetic heads, tiny ARMSE benchmark via the CLI, landmark suite.
 
 Sizes are tiny (2 heads, one noise level, one d; two photos) and every fit uses batch 2, so the
-two fit configurations compile once for the whole file.
+three fit configurations compile once for the whole file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from avatar_jax.fit import FitConfig
 from avatar_jax.model import load_head_model
 from avatar_jax.status import Status
 
-METHODS = ("landmark-only", "full energy")
+METHODS = ("landmark-only", "full energy", "mean identity")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_cli_writes_json_csv_markdown_and_plots(cli_run):
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == len(METHODS) * 2  # 2 heads, 1 noise level, 1 distance
     md = (out / "results.md").read_text()
-    assert "| landmark-only | 0 |" in md and "| full energy | 0 |" in md
+    assert all(f"| {m} | 0 |" in md for m in METHODS)
     assert "](armse_vs_d.png)" in md
 
 
@@ -118,3 +118,18 @@ def test_bad_inputs_raise_clear_errors(model, tmp_path, capsys):
     assert main(["eval", "--suite", "synthetic", "--num", "0", "--out", str(tmp_path / "o")]) == 2
     assert main(["eval", "--suite", "all", "--out", str(tmp_path / "o")]) == 2  # no --data: no ../shared default
     assert "needs --data" in capsys.readouterr().err
+
+
+def test_mean_identity_method_fits_no_identity(model):
+    """The baseline's shape is the mean identity plus expression and corrective field, nothing else."""
+    from avatar_jax.fit import fit
+
+    batch = es.out_of_space_heads(model, jax.random.PRNGKey(3), 2, noise_levels=(0.0,))
+    result = fit(np.asarray(batch.landmarks[0]), np.asarray(batch.image_sizes),
+                 config=es.method_config("mean identity"), model=model)
+    assert np.all(np.asarray(result.status) == Status.OK)
+    rebuilt = (np.asarray(model.neutral)[None] + np.asarray(result.corrective)
+               + np.einsum("evc,be->bvc", np.asarray(model.expression_basis), np.asarray(result.expression)))
+    np.testing.assert_allclose(np.asarray(result.vertices), rebuilt, atol=1e-3)
+    with pytest.raises(ValueError, match="not one of our methods"):
+        es.method_config("eos-py")

@@ -36,10 +36,14 @@ ALLOWED = {
     "regress": {"geometry", "io", "model", "landmarks"},
     "augment": {"geometry", "io", "model", "landmarks"},
     "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture"},
+    "dataset": {"status", "geometry", "io", "model", "render", "texture", "landmarks", "augment", "fit",
+                "pipeline", "_disk_cache"},
+    "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads",
+              "_cache"},
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
-                 "regress", "augment", "pipeline", "reconstruct", "_disk_cache", "_cache"},
-    "cli": {"status", "pipeline", "reconstruct", "evaluate", "_cache", "__init__"},
+                 "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
+    "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "batch", "_cache", "__init__"},
     "__init__": set(),  # lazy exports resolve through importlib, not import statements
 }
 

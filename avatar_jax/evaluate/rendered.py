@@ -15,7 +15,7 @@ landmarks, each head is
    largest face). A render where no face is found counts as a detection failure: its ARMSE is
    NaN and the other heads carry on;
 3. **fitted** on the detected 68 points by the same methods as the projected suite (landmark-only,
-   full energy, eos-py through the same ``_fit_ours`` / ``_fit_eos``), scored by ARMSE vs d
+   full energy, mean identity, eos-py through the same ``_fit_ours`` / ``_fit_eos``), scored by ARMSE vs d
    against the truth (:func:`~avatar_jax.evaluate.synthetic.armse_against_truth`).
 
 The detected points are also scored against the true projected landmarks (jaw on the true
@@ -117,6 +117,7 @@ def bake_source_texture(photo: str | Path, size: int = TEXTURE_SIZE, model: Head
       ValueError: unreadable photo or no face in it.
     """
     from avatar_jax._disk_cache import cache_key, cached_arrays
+    from avatar_jax.fit import FitConfig
     from avatar_jax.model import load_head_model
 
     model = model or load_head_model()
@@ -125,7 +126,10 @@ def bake_source_texture(photo: str | Path, size: int = TEXTURE_SIZE, model: Head
         data = photo.read_bytes()
     except OSError as err:
         raise ValueError(f"bake_source_texture: cannot read {photo}: {err}") from err
-    key = cache_key(np.frombuffer(data, np.uint8), size, model.neutral, model.uvs, model.triangles)
+    # The fit decides where the photo lands on the UV layout, so its configuration is part of the
+    # key: a retuned default must not reuse textures baked under the old one.
+    key = cache_key(np.frombuffer(data, np.uint8), size, model.neutral, model.uvs, model.triangles,
+                    repr(FitConfig()))
     arrays = cached_arrays(f"skin-{photo.stem}-{size}", key,
                            lambda: {"texture": _bake(photo, size, model)}, kind="render_textures")
     return arrays["texture"]
@@ -287,22 +291,14 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
     distances = np.atleast_1d(np.asarray(distances, np.float32))
     seconds = {}
 
-    t0 = time.perf_counter()
-    textures = [bake_source_texture(p, texture_size, model) for p in _progress(progress)(photos, "textures")]
-    seconds["textures"] = time.perf_counter() - t0
-    batch = jax.tree.map(np.asarray, es.out_of_space_heads(model, jax.random.PRNGKey(seed), num, (0.0,),
-                                                           yaw_deg=yaw_deg))
-    t0 = time.perf_counter()
-    images, texture_of = render_batch(model, batch, textures, seed, progress)
-    seconds["render"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    detected, found = detect_renders(images, progress)
-    seconds["detect"] = time.perf_counter() - t0
+    scene = render_scene(model, num, seed, yaw_deg, photos, texture_size, progress, seconds)
+    batch, images, texture_of, detected, found = (scene.batch, scene.images, scene.texture_of,
+                                                  scene.detected, scene.found)
     true = np.asarray(batch.clean_landmarks, np.float32)
     nme = np.where(found, np.asarray(landmark_nme(np.nan_to_num(detected), true)), np.nan)
     nme_inner = np.where(found, np.asarray(landmark_nme(np.nan_to_num(detected[:, INNER]), true[:, INNER])), np.nan)
 
-    ran, skipped, fitted = _fit_detected(model, batch, detected, found, methods, progress, seconds)
+    ran, skipped, fitted = _fit_detected(model, scene, methods, progress, seconds)
     scores = np.full((len(ran), num, len(distances)), np.nan, np.float32)
     t0 = time.perf_counter()
     jobs = [(mi, i) for mi in range(len(ran)) for i in range(num)]
@@ -325,41 +321,89 @@ def run_rendered(model: HeadModel | None = None, num: int = 16, seed: int = 0,
                     deformation="4 Gaussian normal bumps, radius 20-40 mm, |amplitude| 2-5 mm"))
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderedScene:
+    """The benchmark's heads rendered and detected, before any fit (n heads).
+
+    Attributes:
+      batch: the truth (:class:`~avatar_jax.evaluate.synthetic.OutOfSpaceBatch`, one noise level).
+      images ``[n, H, W, 3]`` uint8; texture_of ``[n]``: skin texture index of each render.
+      detected ``[n, 68, 2]`` MediaPipe's points (NaN where no face); found ``[n]`` bool.
+    """
+
+    batch: es.OutOfSpaceBatch
+    images: np.ndarray
+    texture_of: np.ndarray
+    detected: np.ndarray
+    found: np.ndarray
+
+
+def render_scene(model: HeadModel, num: int, seed: int, yaw_deg: float, texture_photos: Sequence[Path],
+                 texture_size: int = TEXTURE_SIZE, progress=None, seconds: dict | None = None) -> RenderedScene:
+    """Bake the skins, sample the ``num`` heads of ``seed``, render and detect them (stage wall
+    times go into ``seconds`` when given)."""
+    seconds = {} if seconds is None else seconds
+    t0 = time.perf_counter()
+    textures = [bake_source_texture(p, texture_size, model) for p in _progress(progress)(texture_photos, "textures")]
+    seconds["textures"] = time.perf_counter() - t0
+    batch = jax.tree.map(np.asarray, es.out_of_space_heads(model, jax.random.PRNGKey(seed), num, (0.0,),
+                                                           yaw_deg=yaw_deg))
+    t0 = time.perf_counter()
+    images, texture_of = render_batch(model, batch, textures, seed, progress)
+    seconds["render"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    detected, found = detect_renders(images, progress)
+    seconds["detect"] = time.perf_counter() - t0
+    return RenderedScene(batch, images, texture_of, detected, found)
+
+
+def fit_scene(model: HeadModel, scene: RenderedScene, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Our fit (any :class:`~avatar_jax.fit.FitConfig`) on the detected points of the heads with a
+    face: ``(verts [n, V, 3], reprojection [n], status [n])``, NaN / ``NO_FACE`` for the others."""
+    return _fit_found(model, scene, lambda sub: es._fit_ours(model, sub, config))
+
+
+def _fit_found(model, scene: RenderedScene, fit_batch):
+    """``fit_batch(batch of the heads with a face)`` scattered back over all n heads."""
+    n = scene.detected.shape[0]
+    verts = np.full((n,) + tuple(model.neutral.shape), np.nan, np.float32)
+    reproj = np.full(n, np.nan, np.float32)
+    status = np.full(n, Status.NO_FACE, np.int32)
+    idx = np.flatnonzero(scene.found)
+    if len(idx):
+        out = fit_batch(_detected_batch(scene, idx))
+        verts[idx], reproj[idx], status[idx] = out[0][0], out[1][0], out[2][0]
+    return verts, reproj, status
+
+
+def _detected_batch(scene: RenderedScene, idx: np.ndarray) -> es.OutOfSpaceBatch:
+    """The heads ``idx`` with one "noise level" (the detector's): ``[1, k, 68, 2]`` landmarks."""
+    per_head = scene.batch.replace(landmarks=None, noise_levels=None)
+    return jax.tree.map(lambda a: a[idx], per_head).replace(
+        landmarks=scene.detected[idx][None], noise_levels=np.zeros(1, np.float32))
+
+
 def _progress(progress):
     """``progress`` or a pass-through (no bars)."""
     return progress or es._no_progress
 
 
-def _fit_detected(model, batch, detected, found, methods, progress, seconds):
-    """Fit every method on the detected points of the heads with a face; ``(ran, skipped,
-    {method: (verts [n, V, 3], reprojection [n], status [n])})``, NaN / ``NO_FACE`` for the others."""
+def _fit_detected(model, scene: RenderedScene, methods, progress, seconds):
+    """Fit every method on the scene: ``(ran, skipped, {method: (verts [n, V, 3], reprojection [n],
+    status [n])})``, NaN / ``NO_FACE`` for the heads without a face."""
     skipped = dict(es.SKIPPED_METHODS)
-    n = detected.shape[0]
-    idx = np.flatnonzero(found)
-    # One "noise level" (the detector's): [1, k, 68, 2] landmarks of the k heads with a face.
-    per_head = batch.replace(landmarks=None, noise_levels=None)
-    sub = jax.tree.map(lambda a: a[idx], per_head).replace(
-        landmarks=detected[idx][None], noise_levels=np.zeros(1, np.float32))
     fitted = {}
     for method in methods:
-        verts = np.full((n,) + tuple(model.neutral.shape), np.nan, np.float32)
-        reproj = np.full(n, np.nan, np.float32)
-        status = np.full(n, Status.NO_FACE, np.int32)
         t0 = time.perf_counter()
         if method == "eos-py":
             peer, reason = es.load_eos_peer()
             if peer is None:
                 skipped[method] = reason
                 continue
-            out = es._fit_eos(peer, model, sub, _progress(progress)) if len(idx) else None
+            fitted[method] = _fit_found(model, scene, lambda sub: es._fit_eos(peer, model, sub, _progress(progress)))
         else:
-            from avatar_jax.fit import FitConfig
-
-            out = es._fit_ours(model, sub, FitConfig(use_corrective=method == "full energy")) if len(idx) else None
+            fitted[method] = fit_scene(model, scene, es.method_config(method))
         seconds[f"fit {method}"] = time.perf_counter() - t0
-        if out is not None:
-            verts[idx], reproj[idx], status[idx] = out[0][0], out[1][0], out[2][0]
-        fitted[method] = (verts, reproj, status)
     return tuple(fitted), skipped, fitted
 
 

@@ -27,7 +27,7 @@ from avatar_jax.status import Status
 
 CSV_COLUMNS = ("suite", "method", "noise_px", "item", "yaw_deg", "d_mm", "armse_mm",
                "reprojection_px", "status", "nme")
-_COLOURS = {"landmark-only": "tab:blue", "full energy": "tab:red", "eos-py": "tab:green",
+_COLOURS = {"landmark-only": "tab:blue", "full energy": "tab:red", "mean identity": "tab:gray", "eos-py": "tab:green",
             "regressor + full energy": "tab:purple"}
 
 

@@ -23,6 +23,9 @@ Methods, all on the same landmarks and the same model:
 * ``landmark-only``: :func:`avatar_jax.fit.fit` with ``FitConfig(use_corrective=False)``
   (identity + expression + camera).
 * ``full energy``: ``FitConfig()``: the paper's energy with the per-vertex corrective field dP.
+* ``mean identity``: ``FitConfig(fit_identity=False)``: the full energy on the model's mean
+  identity (pose, expression and corrective field fitted; the identity not), the "average face"
+  baseline of this field's benchmarks: a shape source that does not beat it adds nothing.
 * ``eos-py``: ``eos.fitting.fit_shape_and_pose`` through :mod:`avatar_jax.evaluate.eos_peer` (the same
   model converted exactly); skipped with a note when eos or the benchmarks folder is missing.
 * ``regressor + full energy`` needs a regressor checkpoint; none exists yet, so it is listed as
@@ -53,8 +56,9 @@ from avatar_jax.model.head import ALIGNMENT_LANDMARKS, HeadModel, landmarks as m
 
 DISTANCES = (80.0, 90.0, 100.0, 110.0)
 NOISE_LEVELS = (0.0, 1.0, 2.0, 4.0)
-METHODS = ("landmark-only", "full energy", "eos-py")
-SKIPPED_METHODS = {"regressor + full energy": "no regressor checkpoint exists yet (avatar_jax.regress is empty)"}
+METHODS = ("landmark-only", "full energy", "mean identity", "eos-py")
+SKIPPED_METHODS = {"regressor + full energy": "no shape-regressor checkpoint exists yet (avatar_jax.regress has "
+                                              "the face encoder, not yet a trained vertex decoder)"}
 
 
 @struct.dataclass
@@ -225,6 +229,17 @@ def load_eos_peer():
     return eos_peer, None
 
 
+def method_config(method: str):
+    """The :class:`~avatar_jax.fit.FitConfig` of one of our :data:`METHODS` (not ``eos-py``)."""
+    from avatar_jax.fit import FitConfig
+
+    configs = {"landmark-only": FitConfig(use_corrective=False), "full energy": FitConfig(),
+               "mean identity": FitConfig(fit_identity=False)}
+    if method not in configs:
+        raise ValueError(f"method_config: {method!r} is not one of our methods {tuple(configs)}")
+    return configs[method]
+
+
 def _fit_ours(model, batch: OutOfSpaceBatch, config):
     from avatar_jax.fit import fit
 
@@ -298,10 +313,7 @@ def run_synthetic(model: HeadModel | None = None, num: int = 24, seed: int = 0,
                 continue
             fitted[method] = _fit_eos(peer, model, batch, progress)
         else:
-            from avatar_jax.fit import FitConfig
-
-            config = FitConfig(use_corrective=method == "full energy")
-            fitted[method] = _fit_ours(model, batch, config)
+            fitted[method] = _fit_ours(model, batch, method_config(method))
         fit_seconds[method] = time.perf_counter() - t0
     ran = tuple(fitted)
     levels = len(batch.noise_levels)
