@@ -1,0 +1,82 @@
+"""Encoders behind one interface: images and detected faces -> features ``[B, D]`` for the decoder.
+
+- ``"dlib"``: the paper's kind of encoder, a frozen face-recognition network (dlib's ResNet,
+  :mod:`avatar_jax.regress.dlib_resnet`) on a 150x150 chip aligned from five of the 68 points:
+  128-D.
+- ``"mesh"``: MediaPipe's 478-point mesh normalised for pose and scale
+  (:mod:`avatar_jax.regress.features`): 1434-D.
+- ``"both"``: the two concatenated.
+
+:func:`regress` runs a trained :class:`~avatar_jax.regress.train.Regressor` on a photo's faces.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from avatar_jax.regress import dlib_resnet, features
+from avatar_jax.regress.features import MESH_POINTS
+
+ENCODERS = ("dlib", "mesh", "both")
+
+
+def _check_encoder(encoder: str) -> None:
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; expected one of {ENCODERS}")
+
+
+def dlib_features(images, landmarks68, params=None) -> np.ndarray:
+    """``[B, 128]`` dlib descriptors of ``images`` (a sequence of ``[H, W, 3]`` uint8) at their
+    ``[B, 68, 2]`` points; NaN rows where a point is missing."""
+    landmarks68 = np.asarray(landmarks68, np.float32)
+    if landmarks68.ndim != 3 or landmarks68.shape[1:] != (68, 2) or len(landmarks68) != len(images):
+        raise ValueError(f"dlib_features: landmarks68 must be [B = {len(images)}, 68, 2], got {landmarks68.shape}")
+    out = np.full((len(images), 128), np.nan, np.float32)
+    ok = [i for i in range(len(images)) if np.all(np.isfinite(landmarks68[i]))]
+    if ok:
+        params = params if params is not None else dlib_resnet.load_dlib_resnet()
+        chips = np.stack([dlib_resnet.align_chip(images[i], dlib_resnet.points5_from_ibug68(landmarks68[i]))
+                          for i in ok])
+        out[ok] = np.asarray(dlib_resnet.face_descriptor(params, chips))
+    return out
+
+
+def encode(encoder: str, *, images=None, landmarks68=None, mesh478=None, template=None,
+           dlib_params=None) -> np.ndarray:
+    """Features ``[B, D]`` of one encoder (NaN rows where its input is missing).
+
+    ``images`` + ``landmarks68`` ``[B, 68, 2]`` feed "dlib"; ``mesh478`` ``[B, 478, 3]`` +
+    ``template`` ``[478, 3]`` feed "mesh"; "both" needs all of them.
+    """
+    _check_encoder(encoder)
+    parts = []
+    if encoder in ("dlib", "both"):
+        if images is None or landmarks68 is None:
+            raise ValueError(f"encoder {encoder!r} needs images and landmarks68")
+        parts.append(dlib_features(images, landmarks68, dlib_params))
+    if encoder in ("mesh", "both"):
+        if mesh478 is None or template is None:
+            raise ValueError(f"encoder {encoder!r} needs mesh478 and a template")
+        parts.append(features.mesh_features(mesh478, template))
+    return np.concatenate(parts, 1)
+
+
+def regress(regressor, image: np.ndarray, faces: Sequence) -> np.ndarray:
+    """``[F, V, 3]`` base shapes (mm, model frame) for the faces of one photo; a face the encoder
+    cannot read (no 478-point mesh, e.g. from dlib's detector) raises ValueError."""
+    if not faces:
+        raise ValueError("regress: no faces")
+    landmarks68 = np.stack([np.asarray(f.landmarks68, np.float32) for f in faces])
+    mesh = None
+    if regressor.encoder in ("mesh", "both"):
+        if any(f.landmarks478 is None or len(f.landmarks478) != MESH_POINTS for f in faces):
+            raise ValueError(f"regress: the {regressor.encoder!r} regressor needs MediaPipe's "
+                             f"{MESH_POINTS}-point mesh on every face (detect with the mediapipe backend)")
+        mesh = np.stack([np.asarray(f.landmarks478, np.float32) for f in faces])
+    x = encode(regressor.encoder, images=[image] * len(faces), landmarks68=landmarks68, mesh478=mesh,
+               template=regressor.extras.get("template"))
+    if not np.all(np.isfinite(x)):
+        raise ValueError("regress: a face has missing landmarks; the encoder cannot read it")
+    return np.asarray(regressor.predict(x))

@@ -1,0 +1,132 @@
+"""The shape regressor's decoder, training loop, checkpoints and geometric encoder.
+
+Training data here are head-model identities with features that carry part of their
+coefficients plus noise: a real learning signal that the decoder can (and must) pick up.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avatar_jax.model import load_head_model
+from avatar_jax.regress import decoder as dec
+from avatar_jax.regress import encode, features
+from avatar_jax.regress.train import TrainConfig, load_regressor, save_regressor, train_regressor
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_head_model()
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    rng = np.random.default_rng(0)
+    n = 160
+    alpha = rng.normal(size=(n, model.num_identity)).astype(np.float32)
+    shapes = np.asarray(model.neutral)[None] + np.einsum("nk,kvc->nvc", alpha, np.asarray(model.identity_basis))
+    feats = alpha[:, :16] + 0.1 * rng.normal(size=(n, 16)).astype(np.float32)
+    return feats, shapes.astype(np.float32)
+
+
+def test_pca_start_returns_the_training_mean(model, data):
+    _, shapes = data
+    pca = dec.shape_pca(shapes[:50])
+    np.testing.assert_allclose(pca.mean, shapes[:50].mean(0), atol=1e-4)
+    decoder = dec.VertexDecoder(model.num_vertices)
+    params = dec.init_decoder(decoder, jax.random.PRNGKey(0), 7, pca)
+    out = decoder.apply({"params": params}, jax.random.normal(jax.random.PRNGKey(1), (3, 7)))
+    np.testing.assert_allclose(np.asarray(out), np.broadcast_to(pca.mean, out.shape), atol=1e-4)
+    # 50 shapes span 49 directions: the components rebuild every centred training shape.
+    comps = pca.components.reshape(dec.COMPONENTS, -1)
+    centred = (shapes[:50] - pca.mean).reshape(50, -1)
+    coef, *_ = np.linalg.lstsq(comps[:49].T, centred.T, rcond=None)
+    np.testing.assert_allclose((comps[:49].T @ coef).T, centred, atol=1e-2)
+    assert np.abs(comps[49:]).max() < 1e-6 * np.abs(comps[0]).max()
+
+
+def test_loss_weights_and_weighted_l1(model):
+    mean = np.asarray(model.neutral)
+    w = dec.vertex_weights(mean, int(model.nose_tip), 95.0, 5.0)
+    near = np.linalg.norm(mean - mean[int(model.nose_tip)], axis=-1) < 95.0
+    assert set(np.unique(w)) == {1.0, 5.0} and np.all(w[near] == 5.0) and np.all(w[~near] == 1.0)
+    true = jnp.zeros((1, 2, 3))
+    pred = jnp.array([[[1.0, -1.0, 0.0], [0.0, 0.0, 3.0]]])
+    # vertex 0: L1 2 (weight 5), vertex 1: L1 3 (weight 1) -> (10 + 3) / 6
+    assert float(dec.weighted_l1(pred, true, jnp.array([5.0, 1.0]))) == pytest.approx(13.0 / 6.0)
+
+
+def test_training_beats_the_mean_on_held_out_items(model, data):
+    feats, shapes = data
+    reg, hist = train_regressor(feats, shapes, model, TrainConfig(epochs=40, batch_size=32, learning_rate=1e-3))
+    assert hist.held_out_face_mm[-1] < 0.8 * hist.baseline_face_mm, (hist.held_out_face_mm[-1], hist.baseline_face_mm)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert reg.predict(feats[:5]).shape == (5, model.num_vertices, 3)
+
+
+def test_resumed_training_equals_an_uninterrupted_run(model, data, tmp_path):
+    feats, shapes = data
+    config = TrainConfig(epochs=6, batch_size=32, checkpoint_every=3)
+    straight, _ = train_regressor(feats, shapes, model, config)
+    train_regressor(feats, shapes, model, TrainConfig(epochs=3, batch_size=32, checkpoint_every=3), out_dir=tmp_path)
+    resumed, hist = train_regressor(feats, shapes, model, config, out_dir=tmp_path)
+    assert len(hist.train_loss) == 6 and all(v > 0 for v in hist.train_loss)
+    for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_regressor(feats, shapes, model, TrainConfig(epochs=6, batch_size=16), out_dir=tmp_path)
+
+
+def test_save_load_round_trip(model, data, tmp_path):
+    feats, shapes = data
+    reg, _ = train_regressor(feats[:40], shapes[:40], model, TrainConfig(epochs=2, batch_size=16),
+                             extras={"template": np.ones((478, 3), np.float32)})
+    path = save_regressor(tmp_path / "r.npz", reg, card={"data": "test"})
+    back = load_regressor(path)
+    np.testing.assert_array_equal(np.asarray(back.predict(feats[:4])), np.asarray(reg.predict(feats[:4])))
+    assert back.encoder == "mesh" and back.extras["template"].shape == (478, 3)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a regressor file"):
+        load_regressor(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="no such file"):
+        load_regressor(tmp_path / "missing.npz")
+
+
+def test_bad_training_input_raises(model, data):
+    feats, shapes = data
+    with pytest.raises(ValueError, match="shapes must be"):
+        train_regressor(feats, shapes[:, :10], model)
+    with pytest.raises(ValueError, match="held_out_fraction"):
+        TrainConfig(held_out_fraction=1.5)
+
+
+def _rotation(rotvec):
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(rotvec, np.float64))[0]
+
+
+def test_mesh_features_ignore_pose_and_scale():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(3, features.MESH_POINTS, 3)) * np.array([60.0, 80.0, 30.0])
+    template = features.mesh_template(base)
+    moved = 2.5 * base @ _rotation([0.3, -0.5, 0.2]).T + np.array([300.0, 200.0, 5.0])
+    a, b = features.mesh_features(base, template), features.mesh_features(moved, template)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert not np.allclose(a[0], a[1], atol=1e-2)  # different meshes stay different
+    holed = base.copy()
+    holed[1, 7, 0] = np.nan
+    out = features.mesh_features(holed, template)
+    assert np.all(np.isnan(out[1])) and np.all(np.isfinite(out[[0, 2]]))
+    with pytest.raises(ValueError, match=r"\[B, 478, 3\]"):
+        features.mesh_features(base[:, :468], template)
+
+
+def test_encode_checks_its_inputs():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        encode.encode("lightcnn", mesh478=np.zeros((1, 478, 3)))
+    with pytest.raises(ValueError, match="needs mesh478"):
+        encode.encode("mesh")
