@@ -1,1 +1,56 @@
-"""augment stage of avatar-jax."""
+"""augment stage of avatar-jax: shape augmentation of identities (the paper's section 3.2).
+
+- ``dr``: the deformation representation (DR) of meshes on one triangulation: encode, blend,
+  decode.
+- ``sampling``: source identities from the model's prior, and new shapes by polar-coordinate
+  blending of k-NN groups (``"dr"``, with ``"linear"``, ``"cpca"`` and ``"none"`` baselines),
+  with plausibility measures.
+
+Names are imported lazily so that ``import avatar_jax.augment`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_DR = ("DRBasis", "FEATURE_DIM", "component_centroids", "dr_basis", "dr_decode", "dr_encode",
+       "dr_interpolate")
+_SAMPLING = ("METHODS", "AugmentConfig", "AugmentResult", "Plausibility", "Sources",
+             "augment_shapes", "identity_shapes", "nearest_neighbours", "plausibility",
+             "polar_weights", "prior_energy", "project_identity", "sample_identities",
+             "sources_from_shapes")
+__all__ = [
+    "FEATURE_DIM",
+    "METHODS",
+    "AugmentConfig",
+    "AugmentResult",
+    "DRBasis",
+    "Plausibility",
+    "Sources",
+    "augment_shapes",
+    "component_centroids",
+    "dr_basis",
+    "dr_decode",
+    "dr_encode",
+    "dr_interpolate",
+    "identity_shapes",
+    "nearest_neighbours",
+    "plausibility",
+    "polar_weights",
+    "prior_energy",
+    "project_identity",
+    "sample_identities",
+    "sources_from_shapes",
+]
+_EXPORTS = {**dict.fromkeys(_DR, "avatar_jax.augment.dr"),
+            **dict.fromkeys(_SAMPLING, "avatar_jax.augment.sampling")}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
