@@ -49,8 +49,8 @@ def _add_eval_parser(sub) -> None:
                     help="landmark noise levels in px (default 0 1 2 4)")
     ev.add_argument("--distances", type=float, nargs="+", default=[80.0, 90.0, 100.0, 110.0],
                     help="ARMSE crop distances d in mm (default 80 90 100 110)")
-    ev.add_argument("--methods", nargs="+", default=["landmark-only", "full energy", "eos-py"],
-                    choices=["landmark-only", "full energy", "eos-py"], help="synthetic fitting methods")
+    methods = ["landmark-only", "full energy", "mean identity", "eos-py"]
+    ev.add_argument("--methods", nargs="+", default=methods, choices=methods, help="synthetic fitting methods")
     ev.add_argument("--texture-photos", nargs="+", default=None,
                     help="rendered suite: face photos for the skin textures (default: the packaged "
                          "tom_cruise.jpg and obama.jpg, copies of examples/)")
