@@ -28,7 +28,7 @@ compilation cache; a script can call :func:`enable_compilation_cache` to do the 
 
 from __future__ import annotations
 
-import importlib
+from avatar_jax._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -48,11 +48,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'avatar_jax' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -11,7 +11,7 @@ Names are imported lazily so that ``import avatar_jax.augment`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from avatar_jax._lazy import lazy_exports
 
 _DR = ("DRBasis", "FEATURE_DIM", "component_centroids", "dr_basis", "dr_decode", "dr_encode",
        "dr_interpolate")
@@ -45,12 +45,4 @@ __all__ = [
 _EXPORTS = {**dict.fromkeys(_DR, "avatar_jax.augment.dr"),
             **dict.fromkeys(_SAMPLING, "avatar_jax.augment.sampling")}
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

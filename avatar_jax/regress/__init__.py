@@ -12,7 +12,7 @@ Names are imported lazily so that ``import avatar_jax.regress`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from avatar_jax._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["DlibResNet", "align_chip", "count_params", "face_chip_details", "face_descriptor",
@@ -27,12 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
