@@ -61,7 +61,7 @@ def scene_error(model, scene, config, radius):
 def projected_error(model, seed, num, noise, config, radius):
     """``[L, n]`` :func:`face_error` on the projected suite (exact landmarks + noise levels ``noise``)."""
     batch = jax.tree.map(np.asarray, es.out_of_space_heads(model, jax.random.PRNGKey(seed), num, noise))
-    verts = es._fit_ours(model, batch, config)[0]
+    verts = es.fit_ours(model, batch, config)[0]
     return np.stack([face_error(model, v, batch.vertices, radius) for v in verts])
 
 

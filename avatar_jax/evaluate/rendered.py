@@ -15,7 +15,7 @@ landmarks, each head is
    largest face). A render where no face is found counts as a detection failure: its ARMSE is
    NaN and the other heads carry on;
 3. **fitted** on the detected 68 points by the same methods as the projected suite (landmark-only,
-   full energy, mean identity, eos-py through the same ``_fit_ours`` / ``_fit_eos``), scored by ARMSE vs d
+   full energy, mean identity, eos-py through the same ``fit_ours`` / ``_fit_eos``), scored by ARMSE vs d
    against the truth (:func:`~avatar_jax.evaluate.synthetic.armse_against_truth`).
 
 The detected points are also scored against the true projected landmarks (jaw on the true
@@ -360,7 +360,7 @@ def render_scene(model: HeadModel, num: int, seed: int, yaw_deg: float, texture_
 def fit_scene(model: HeadModel, scene: RenderedScene, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Our fit (any :class:`~avatar_jax.fit.FitConfig`) on the detected points of the heads with a
     face: ``(verts [n, V, 3], reprojection [n], status [n])``, NaN / ``NO_FACE`` for the others."""
-    return _fit_found(model, scene, lambda sub: es._fit_ours(model, sub, config))
+    return _fit_found(model, scene, lambda sub: es.fit_ours(model, sub, config))
 
 
 def _fit_found(model, scene: RenderedScene, fit_batch):

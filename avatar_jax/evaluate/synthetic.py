@@ -240,7 +240,9 @@ def method_config(method: str):
     return configs[method]
 
 
-def _fit_ours(model, batch: OutOfSpaceBatch, config):
+def fit_ours(model, batch: OutOfSpaceBatch, config):
+    """Our fit with ``config`` on every noise level of ``batch``: ``(verts [L, n, V, 3],
+    reprojection [L, n], status [L, n])``."""
     from avatar_jax.fit import fit
 
     levels, n = batch.landmarks.shape[:2]
@@ -313,7 +315,7 @@ def run_synthetic(model: HeadModel | None = None, num: int = 24, seed: int = 0,
                 continue
             fitted[method] = _fit_eos(peer, model, batch, progress)
         else:
-            fitted[method] = _fit_ours(model, batch, method_config(method))
+            fitted[method] = fit_ours(model, batch, method_config(method))
         fit_seconds[method] = time.perf_counter() - t0
     ran = tuple(fitted)
     levels = len(batch.noise_levels)
