@@ -4,6 +4,7 @@
                            [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu|tpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
+    avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
     _add_eval_parser(sub)
+    from avatar_jax.batch import command as batch_command  # light: no JAX until it runs
+
+    batch_command.add_parser(sub)
     return ap
 
 
@@ -71,6 +75,10 @@ def main(argv=None) -> int:
     enable_compilation_cache()  # a second run starts warm; the library itself leaves JAX's config alone
     if args.command == "eval":
         return _eval(args)
+    if args.command == "fit-batch":
+        from avatar_jax.batch import command as batch_command
+
+        return batch_command.run(args)
     if args.texture_size < 16 or args.texture_size > 8192:
         print(f"avatar-jax: --texture-size must be in [16, 8192], got {args.texture_size}", file=sys.stderr)
         return EXIT_USAGE

