@@ -53,9 +53,10 @@ class FitConfig:
     lambda_f: float = 5.0
     lambda_q: float = 5.0
     # Weight of the identity prior sum(alpha^2/sigma^2), relative to wr (landmark-only mode; the
-    # paper takes the identity from its regressor). 0.1 (measured on synthetic heads) balances
-    # reprojection error against the shape-pose ambiguity; 1.0 shrinks alpha ~2x too much.
-    identity_weight: float = 0.1
+    # paper takes the identity from its regressor). Chosen by experiments/tune_identity_prior.py
+    # on rendered heads with a real detector in the loop (docs/solver.md): weaker priors fit
+    # detector noise into the identity; only noise-free synthetic landmarks prefer a weaker one.
+    identity_weight: float = 3.0
     # Length unit (in mm) in which Ec and lambda_delta |dP|^2 are measured. The paper does not say;
     # its weights (wc = 25, lambda_delta = 4) freeze dP when lengths are in mm (a 1 mm correction
     # would cost 100x a 1 px landmark error) and act as intended in cm, ICT-FaceKit's native unit.
