@@ -12,6 +12,7 @@ energy's terms and weights.
 from avatar_jax.geometry.camera import Camera, camera_from_image_size, project, rotation_matrix, transform
 from avatar_jax.fit.config import FitConfig, GemanMcClure, LinearTermSpec, PoseTermSpec
 from avatar_jax.fit.fitting import FitResult, fit
+from avatar_jax.fit.joint import JointFitResult, fit_joint
 from avatar_jax.fit.terms import ShapeLayout
 from avatar_jax.fit.operators import FitOperators, LandmarkSet, cached_operators, prepare
 from avatar_jax.status import Status
@@ -19,6 +20,6 @@ from avatar_jax.status import Status
 __all__ = [
     "Camera", "camera_from_image_size", "project", "rotation_matrix", "transform",
     "FitConfig", "GemanMcClure", "LinearTermSpec", "PoseTermSpec",
-    "FitOperators", "FitResult", "LandmarkSet", "ShapeLayout", "cached_operators", "fit", "prepare",
+    "FitOperators", "FitResult", "JointFitResult", "LandmarkSet", "ShapeLayout", "cached_operators", "fit", "fit_joint", "prepare",
     "Status",
 ]

@@ -43,6 +43,12 @@ class WoodburyFactors(NamedTuple):
     chol: jax.Array  # [2K, 2K] Cholesky factor of M = I + G G^T
 
 
+def damped_camera_matrix(reduced, damping, damping_mode):
+    """``reduced + damping * Dp`` (Dp: the diagonal of ``reduced`` for "marquardt", else I)."""
+    scale = jnp.maximum(jnp.diag(reduced), 1e-6) if damping_mode == "marquardt" else jnp.ones(reduced.shape[0])
+    return reduced + damping * jnp.diag(scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class ShapeEliminatingSolver:
     """Structured linear solver (:mod:`avatar_jax.solve.linear` protocol) for :func:`residual`.
@@ -67,7 +73,8 @@ class ShapeEliminatingSolver:
     ops: FitOperators
     config: FitConfig
 
-    def _factors(self, params, data: ImageData, aux: IterationArgs) -> WoodburyFactors:
+    def factors(self, params, data: ImageData, aux: IterationArgs) -> WoodburyFactors:
+        """This image's factors at ``params = {"pose": [7], "c": [r]}`` under ``aux``."""
         ops, config, pose = self.ops, self.config, params["pose"]
         active = active_points_at(ops, data, params["c"], aux.sel)
         d_pose, d_points = cam.pose_jacobian(camera_at(pose, data), active)
@@ -91,10 +98,22 @@ class ShapeEliminatingSolver:
         minv = jax.scipy.linalg.cho_solve((lin.chol, True), jnp.concatenate([g_b[:, None], lin.jac], 1))
         minv_gb, minv_j = minv[:, 0], minv[:, 1:]
         reduced = lin.jac.T @ minv_j + lin.jac_prior.T @ lin.jac_prior
-        scale = jnp.maximum(jnp.diag(reduced), 1e-6) if damping_mode == "marquardt" else jnp.ones(7)
-        s_pose = jax.scipy.linalg.solve(reduced + damping * jnp.diag(scale), rhs_pose - lin.jac.T @ minv_gb,
-                                        assume_a="pos")
+        s_pose = jax.scipy.linalg.solve(damped_camera_matrix(reduced, damping, damping_mode),
+                                        rhs_pose - lin.jac.T @ minv_gb, assume_a="pos")
         return s_pose, minv_gb + minv_j @ s_pose
+
+    def landmark_rows(self, lin: WoodburyFactors, aux: IterationArgs, step):
+        """``Jc s_pose + G s_c`` ``[2K]``: the landmark rows' change under ``step``."""
+        return lin.jac @ step["pose"] + self._g(lin, aux, step["c"])
+
+    def g_transpose(self, lin: WoodburyFactors, aux: IterationArgs, u):
+        """``(Jc^T u, G^T u)`` as a step-shaped pytree, for landmark-row vectors ``u [2K]``."""
+        return {"pose": lin.jac.T @ u, "c": self._g_transpose(lin, aux, u)}
+
+    def _g(self, lin: WoodburyFactors, aux: IterationArgs, c):
+        factor = self.ops.prior.factor
+        points = (factor.reshape(-1, factor.shape[-1]) @ c).reshape(-1, 3)[aux.sel]
+        return jnp.einsum("iab,ib->ia", lin.D, points).reshape(-1)
 
     @staticmethod
     def _ok(lin, *arrays):
@@ -104,14 +123,12 @@ class ShapeEliminatingSolver:
         """The driver's matrix-free linearisation of ``residual_fn`` (gradient, predicted
         reduction), carrying this image's Woodbury factors and ``aux`` for :meth:`solve`."""
         data, aux = args
-        return linearise_matrix_free(residual_fn, params, args, operator=(self._factors(params, data, aux), aux))
+        return linearise_matrix_free(residual_fn, params, args, operator=(self.factors(params, data, aux), aux))
 
     def solve(self, linearisation: Linearisation, rhs, damping, damping_mode):
         """``(pose, c)`` step ``{"pose": [7], "c": [r]}`` for any ``rhs`` of that shape, and ``ok``."""
         lin, aux = linearisation.operator
-        factor = self.ops.prior.factor
-        g_b = jnp.einsum("iab,ib->ia", lin.D, (factor.reshape(-1, factor.shape[-1]) @ rhs["c"])
-                         .reshape(-1, 3)[aux.sel]).reshape(-1)
+        g_b = self._g(lin, aux, rhs["c"])
         s_pose, w = self._camera_step(lin, rhs["pose"], g_b, damping, damping_mode)
         s_c = rhs["c"] - self._g_transpose(lin, aux, w)
         return {"pose": s_pose, "c": s_c}, self._ok(lin, s_pose, s_c)
