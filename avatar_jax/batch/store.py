@@ -181,7 +181,7 @@ def write_item(store: Store, item_id: str, arrays: dict, record: Callable[[], di
     An exception from ``export`` propagates after the temp folder is removed; nothing is
     committed then (the caller decides what to record instead).
     """
-    outputs = [write_atomic(store.npz_path(item_id), _npz_bytes(arrays))]
+    outputs = [write_atomic(store.npz_path(item_id), npz_bytes(arrays))]
     if export is not None:
         outputs += _export_atomic(store, item_id, export)
     record = {**record(), "outputs": [p.relative_to(store.root).as_posix() for p in outputs]}
@@ -189,7 +189,7 @@ def write_item(store: Store, item_id: str, arrays: dict, record: Callable[[], di
     return record
 
 
-def _npz_bytes(arrays: dict) -> bytes:
+def npz_bytes(arrays: dict) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -227,7 +227,7 @@ def done_ids(store: Store, items: Iterable[Item]) -> set[str]:
 
 
 @contextlib.contextmanager
-def _folder_lock(store: Store):
+def folder_lock(store: Store):
     with open(store.root / ".lock", "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
@@ -239,7 +239,7 @@ def _folder_lock(store: Store):
 def rebuild_results(store: Store, items: Sequence[Item], this_run: dict, settings: dict) -> dict:
     """Rewrite results.jsonl (every record of ``items``, in input order) and summary.json from
     the records on disk; returns the summary."""
-    with _folder_lock(store):
+    with folder_lock(store):
         records = [r for r in (read_record(store, it.id) for it in items) if r is not None]
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         write_atomic(store.root / "results.jsonl", lines.encode())
