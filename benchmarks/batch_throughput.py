@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -132,14 +133,20 @@ def main() -> None:
         single_e2e = one_at_a_time_end_to_end(det_manifest, min(args.single, args.num_e2e))
         print(f"one at a time (fit B=1): fitting alone {single_fit:.1f} images/s, "
               f"end to end {single_e2e:.1f} images/s\n")
-        print("| input | batch | images/s (run) | fit stage images/s | run / one-at-a-time | statuses |")
-        print("|---|---|---|---|---|---|")
+        print("| input | batch | images/s (run) | fit stage images/s | run / one-at-a-time | statuses | peak RSS so far (MiB) |")
+        print("|---|---|---|---|---|---|---|")
         for name, manifest, single in (("user landmarks (.npy)", lm_manifest, single_fit),
                                        ("detect + fit", det_manifest, single_e2e)):
             for b in args.batch_sizes:
                 r = batched(manifest, b, args.workers, scratch)
                 print(f"| {name} | {b} | {r['images_per_s']:.1f} | {r['fit_stage_images_per_s']:.1f} | "
-                      f"{r['images_per_s'] / single:.1f}x | {r['counts']} |", flush=True)
+                      f"{r['images_per_s'] / single:.1f}x | {r['counts']} | {_peak_rss_mib():.0f} |", flush=True)
+
+
+def _peak_rss_mib() -> float:
+    """The process's peak resident memory so far (ru_maxrss is KiB on Linux): flat across runs of
+    growing length means memory does not grow with the input."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

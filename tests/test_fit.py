@@ -21,6 +21,10 @@ from avatar_jax.model.head import sample_surface
 from avatar_jax.status import Status
 
 N_TEST = 16
+# The synthetic heads here lie in the model's span and most landmarks are exact: the weak identity
+# prior the solver was developed with fits them best. The default (3.0) is tuned on detector errors
+# and over-regularises these (docs/solver.md); tests of the solver's mechanics use this one.
+CLEAN = FitConfig(identity_weight=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def clean_batch(model):
 
 @pytest.fixture(scope="module")
 def clean_fit(model, clean_batch):
-    return fit(clean_batch.landmarks, clean_batch.image_sizes, model=model)
+    return fit(clean_batch.landmarks, clean_batch.image_sizes, config=CLEAN, model=model)
 
 
 def test_noise_free_fit_reaches_subpixel_error_and_rotation(clean_batch, clean_fit):
@@ -97,7 +101,7 @@ def _aligned_vertex_error(pred, true, mask):
 
 
 def test_batched_equals_single(model, clean_batch, clean_fit):
-    one = fit(clean_batch.landmarks[3:4], clean_batch.image_sizes[3:4], model=model)
+    one = fit(clean_batch.landmarks[3:4], clean_batch.image_sizes[3:4], config=CLEAN, model=model)
     np.testing.assert_allclose(one.vertices[0], clean_fit.vertices[3], atol=2e-2)
     np.testing.assert_allclose(one.camera.rotvec[0], clean_fit.camera.rotvec[3], atol=1e-4)
 
@@ -107,7 +111,7 @@ def test_nan_and_degenerate_inputs_flag_only_their_image(model, clean_batch, cle
     lm[1] = np.nan  # every landmark missing
     lm[2, 5:9] = np.nan  # a few missing: still fine
     lm[4] = lm[4, :1]  # all landmarks on one point: degenerate
-    res = fit(lm, clean_batch.image_sizes, model=model)
+    res = fit(lm, clean_batch.image_sizes, config=CLEAN, model=model)
     status = np.asarray(res.status)
     assert status[1] == Status.DEGENERATE_INPUT and status[4] != Status.OK
     assert status[2] == Status.OK and np.asarray(res.reprojection_error)[2] < 0.5
@@ -163,8 +167,8 @@ def test_robust_kernel_ignores_outlier_landmarks(model):
         bad[i, idx] = True
         lm[i, idx] += 40.0 * rng.normal(size=(6, 2)) / np.sqrt(2)
     errors = {}
-    for name, cfg in (("squared", FitConfig(method="gauss_newton")),
-                      ("robust", FitConfig(method="gauss_newton", landmark_kernel=GemanMcClure(5.0)))):
+    for name, cfg in (("squared", CLEAN.replace(method="gauss_newton")),
+                      ("robust", CLEAN.replace(method="gauss_newton", landmark_kernel=GemanMcClure(5.0)))):
         res = fit(lm, batch.image_sizes, config=cfg, model=model)
         errors[name] = np.linalg.norm(np.asarray(res.landmarks2d) - batch.clean_landmarks, axis=-1)[~bad].mean()
     print(f"inlier reprojection px: {errors}")
@@ -330,15 +334,15 @@ def test_user_terms_plug_in_without_touching_the_solver(model, clean_batch):
     mouth = lm.copy()
     mouth[:, 57:60, 1] += 25.0  # lower lip pulled down: the fit opens the jaw
     mouth[:, 7:10, 1] += 15.0
-    base = fit(mouth, sizes, model=model, config=FitConfig(use_corrective=False))
+    base = fit(mouth, sizes, model=model, config=CLEAN.replace(use_corrective=False))
 
     def mouth_closed(layout):
         col = layout.expression.start + j
         return sp_.csr_matrix(([1.0], ([0], [col])), shape=(1, layout.size)), None
 
     no_roll = PoseTermSpec("no_roll", 1e4, lambda rot, trans, log_fs: rot[2:3])
-    cfg = FitConfig(use_corrective=False, extra_linear_terms=(LinearTermSpec("mouth_closed", 1e4, mouth_closed),),
-                    extra_pose_terms=(no_roll,))
+    cfg = CLEAN.replace(use_corrective=False, extra_linear_terms=(LinearTermSpec("mouth_closed", 1e4, mouth_closed),),
+                        extra_pose_terms=(no_roll,))
     held = fit(mouth, sizes, model=model, config=cfg)
     open_base, open_held = np.abs(np.asarray(base.expression[:, j])), np.abs(np.asarray(held.expression[:, j]))
     assert np.all(open_base > 0.05) and np.all(open_held < 0.2 * open_base), (open_base, open_held)
