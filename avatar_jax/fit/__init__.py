@@ -4,6 +4,7 @@ Quick use::
 
     from avatar_jax.fit import fit, FitConfig
     result = fit(landmarks, image_sizes)          # [B, 68, 2], [B, 2] -> FitResult
+    joint = fit_joint(landmarks, image_sizes)     # [G, V, 68, 2]: one identity per group of photos
 
 See :mod:`avatar_jax.fit.fitting` for the algorithm and :mod:`avatar_jax.fit.config` for the
 energy's terms and weights.
@@ -20,6 +21,7 @@ from avatar_jax.status import Status
 __all__ = [
     "Camera", "camera_from_image_size", "project", "rotation_matrix", "transform",
     "FitConfig", "GemanMcClure", "LinearTermSpec", "PoseTermSpec",
-    "FitOperators", "FitResult", "JointFitResult", "LandmarkSet", "ShapeLayout", "cached_operators", "fit", "fit_joint", "prepare",
+    "FitOperators", "FitResult", "JointFitResult", "LandmarkSet", "ShapeLayout", "cached_operators", "fit",
+    "fit_joint", "prepare",
     "Status",
 ]
