@@ -47,14 +47,14 @@ def detect_faces(image: np.ndarray, backend: str = "mediapipe", max_faces: int |
 
     Args:
       backend: ``"mediapipe"`` or ``"dlib"``.
-      route: 468 -> 68 mapping for mediapipe (mean NME on the 4 human-labelled dev photos,
-        ``benchmarks/landmarks.py``): ``"refined"`` (default, 3.08 %: silhouette jaw and the
-        packaged mapping, fitted to dlib's 300-W-trained predictor on other photos -- treat it
-        as non-commercial, see ``avatar_jax/landmarks/data/README.md``; 0.3 ms per face),
-        ``"silhouette"`` (3.89 %: the same silhouette jaw with the plain mesh vertices, nothing
-        fitted to labels), ``"baseline"`` (4.39 %, the common index list) or a callable
+      route: 468 -> 68 mapping for mediapipe (their accuracy, measured by
+        ``benchmarks/landmarks.py``, is in docs/landmarks.md): ``"refined"`` (default: silhouette
+        jaw and the packaged mapping, fitted to dlib's 300-W-trained predictor on other photos --
+        treat it as non-commercial, see ``avatar_jax/landmarks/data/README.md``),
+        ``"silhouette"`` (the same silhouette jaw with the plain mesh vertices, nothing fitted
+        to labels), ``"baseline"`` (the common index list) or a callable
         ``(mesh [478, 3], image_size) -> [68, 2]`` such as ``avatar_jax.fit.dense.hybrid68``
-        (3.47 %: refined jaw + inner points of the head model fitted to all 468 points).
+        (refined jaw + inner points of the head model fitted to all 468 points).
       small_faces: tiled pass for small faces: None = only if the full frame finds none,
         True = always, False = never (see :class:`~.mediapipe.FaceMeshPipeline`).
       pipeline: a mediapipe pipeline to use instead of :func:`default_pipeline`.
