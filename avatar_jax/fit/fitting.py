@@ -172,18 +172,33 @@ class _ImageFit(NamedTuple):
     lag: jax.Array  # [dz] the last iteration's beta^{t-1}
 
 
-def _finish_image(ops, config, data, valid, res, runs, init_ok) -> _ImageFit:
-    pose, c, aux = res.params["pose"], res.params["c"], res.args[1]
+class _FittedView(NamedTuple):
+    camera: cam.Camera
+    landmarks2d: jax.Array  # [K, 2]
+    reprojection_error: jax.Array  # [] mean over the valid landmarks
+    energy_terms: dict  # the camera terms
+    behind: jax.Array  # [] bool: a valid landmark at or behind the camera
+
+
+def _fitted_view(ops, config, data, valid, pose, c, sel) -> _FittedView:
+    """One image's camera, fitted landmarks, reprojection error and camera energy terms at the
+    solution ``(pose, c)`` (also for the joint fit's photos)."""
     camera = camera_at(pose, data)
-    active = active_points_at(ops, data, c, aux.sel)
+    active = active_points_at(ops, data, c, sel)
     lm2d = cam.project(camera, active)
     err = jnp.linalg.norm(lm2d - data.targets, axis=-1)
     reproj = jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    terms = camera_energy_terms(config, data, pose, active)
+    behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
+    return _FittedView(camera, lm2d, reproj, camera_energy_terms(config, data, pose, active), behind)
+
+
+def _finish_image(ops, config, data, valid, res, runs, init_ok) -> _ImageFit:
+    pose, c, aux = res.params["pose"], res.params["c"], res.args[1]
+    view = _fitted_view(ops, config, data, valid, pose, c, aux.sel)
+    camera, lm2d, reproj, terms, behind = view
     solved = functools.reduce(jnp.logical_and, [run.status != Status.NON_FINITE for run in runs]) \
         & (res.status != Status.SINGULAR)
     ok = solved & jnp.isfinite(sum(terms.values())) & jnp.all(jnp.isfinite(c))
-    behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
     status = jnp.where(~init_ok, Status.DEGENERATE_INPUT, jnp.where(
         ~ok, Status.NON_FINITE, jnp.where(behind, Status.DIVERGED, Status.OK)))
     # the solver's cost is E / 2

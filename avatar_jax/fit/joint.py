@@ -33,8 +33,9 @@ Schur complement on alpha is only Ki x Ki::
 
 (``M_v = I + G G^T`` and the damped reduced camera matrix ``R_v``: the single image's own
 factors), so a step is ``s_a = S^-1 (b_a - sum_v B_v^T N_v^-1 b_v)``, ``s_v = N_v^-1 (b_v - B_v
-s_a)``: per photo the single-image factorisation plus a ``2K x Ki`` triangular solve, and one
-Ki x Ki Cholesky per group. No dense system of the full problem is formed.
+s_a)``: per photo one Cholesky solve on the single image's factor (all right-hand sides at once)
+and one 7 x 7 camera solve, and one Ki x Ki solve per group; the back-substitution is matrix
+products only. No dense system of the full problem is formed.
 
 Start: every photo is first fitted on its own (:func:`avatar_jax.fit.fit`); a photo whose own
 fit fails (too few landmarks, non-finite, diverged) is left out of its group and keeps that
@@ -57,12 +58,10 @@ from flax import struct
 from avatar_jax._identity_cache import IdentityCache
 from avatar_jax._threads import single_blas_thread
 from avatar_jax.fit.config import FitConfig
-from avatar_jax.fit.fitting import _LM_SCHEDULE, FitResult, _assemble, _image_data, _ImageFit, fit
+from avatar_jax.fit.fitting import _LM_SCHEDULE, FitResult, _assemble, _fitted_view, _image_data, _ImageFit, fit
 from avatar_jax.fit.operators import FitOperators, LandmarkSet, cached_operators
-from avatar_jax.fit.problem import (ImageData, IterationArgs, active_points_at, camera_at, camera_energy_terms,
-                                    refresh, residual)
+from avatar_jax.fit.problem import ImageData, IterationArgs, refresh, residual
 from avatar_jax.fit.woodbury import ShapeEliminatingSolver, damped_camera_matrix
-from avatar_jax.geometry import camera as cam
 from avatar_jax.model.head import HeadModel, sample_surface
 from avatar_jax.solve import GaussNewton, LevenbergMarquardt, least_squares, linearise_matrix_free
 from avatar_jax.status import Status
@@ -108,7 +107,8 @@ class JointFitResult:
         its group (``view_used`` False) holds its own single-photo fit. ``views.identity`` is the
         group's alpha; ``views.energy_terms["identity_prior"]`` the group's prior energy.
       identity: ``[G, Ki]`` the shared identity.
-      energy: ``[G]`` the group's energy (identity prior once, the photos' other terms summed).
+      energy: ``[G]`` the group's energy (its identity prior, as ``identity_prior`` counts it,
+        plus the used photos' other terms).
       view_used: ``[G, V]`` bool.
       cost_history, cost_after: ``[G, N]`` the group's energy per iteration (as :class:`FitResult`).
       status: ``[G]`` int32 :class:`~avatar_jax.status.Status` of the joint solve
@@ -244,16 +244,11 @@ def _fit_group(jops: JointOperators, model, config, targets, confidence, image_s
 
 
 def _finish_view(ops, config, data, valid, pose, c, aux) -> _ImageFit:
-    camera = camera_at(pose, data)
-    active = active_points_at(ops, data, c, aux.sel)
-    lm2d = cam.project(camera, active)
-    err = jnp.linalg.norm(lm2d - data.targets, axis=-1)
-    reproj = jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    behind = jnp.any(valid & (cam.transform(camera, active)[:, 2] >= 0.0))
-    status = jnp.where(behind, Status.DIVERGED, Status.OK).astype(jnp.int32)
-    terms = camera_energy_terms(config, data, pose, active)
+    view = _fitted_view(ops, config, data, valid, pose, c, aux.sel)
+    status = jnp.where(view.behind, Status.DIVERGED, Status.OK).astype(jnp.int32)
     empty = jnp.zeros((0,))
-    return _ImageFit(camera, lm2d, reproj, terms, empty, empty, status, c, aux.lag)
+    return _ImageFit(view.camera, view.landmarks2d, view.reprojection_error, view.energy_terms, empty, empty,
+                     status, c, aux.lag)
 
 
 def _fit_joint_padded(jops, model, config, targets, confidence, image_sizes, used, alpha0, pose0):
