@@ -74,10 +74,7 @@ def fit_groups(items: Sequence[Item], store: st.Store, model: HeadModel, config:
         records = [r for r in (_read_group(folder, name) for name in names) if r is not None]
         st.write_atomic(store.root / "groups.jsonl",
                         "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return {"groups": len(records), "fitted": len(todo), "skipped": skipped, "counts": counts,
+    return {"groups": len(records), "fitted": len(todo), "skipped": skipped, "counts": st.count_statuses(records),
             "wall_s": time.perf_counter() - t0}
 
 
@@ -108,11 +105,7 @@ def _record_path(folder, name):
 
 
 def _read_group(folder, name) -> dict | None:
-    try:
-        record = json.loads(_record_path(folder, name).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return record if isinstance(record, dict) and record.get("group") == name else None
+    return st.read_json_record(_record_path(folder, name), "group", name)
 
 
 def _committed(folder, name, usable: list[_Member]) -> bool:

@@ -20,6 +20,7 @@ listing that misses either's items.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -213,11 +214,22 @@ def _export_atomic(store: Store, item_id: str, export) -> list[Path]:
 
 def read_record(store: Store, item_id: str) -> dict | None:
     """The item's record, or None when it has none (or an unreadable one: the item is not done)."""
+    return read_json_record(store.record_path(item_id), "id", item_id)
+
+
+def read_json_record(path: Path, key: str, value: str) -> dict | None:
+    """The JSON object at ``path`` if it parses and its ``key`` is ``value``, else None (a
+    missing, partial or foreign record counts as not written)."""
     try:
-        record = json.loads(store.record_path(item_id).read_text())
+        record = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return record if isinstance(record, dict) and record.get("id") == item_id else None
+    return record if isinstance(record, dict) and record.get(key) == value else None
+
+
+def count_statuses(records: Iterable[dict]) -> dict[str, int]:
+    """``{status label: count}`` of ``records``, sorted by label."""
+    return dict(sorted(collections.Counter(r["status"] for r in records).items()))
 
 
 def done_ids(store: Store, items: Iterable[Item]) -> set[str]:
@@ -255,14 +267,12 @@ def summarize(records: Sequence[dict], num_items: int, this_run: dict, settings:
     and detection run on several workers at once; the fit's seconds are its batch's time shared
     among the batch's items); ``this_run.images_per_s`` is the end-to-end rate.
     """
-    counts: dict[str, int] = {}
     stages: dict[str, list[float]] = {}
     for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
         for stage, seconds in r.get("timings_s", {}).items():
             stages.setdefault(stage.removesuffix("_s"), []).append(float(seconds))
     per_stage = {name: {"items": len(v), "seconds": sum(v), "images_per_s": len(v) / sum(v) if sum(v) > 0 else None}
                  for name, v in sorted(stages.items())}
     return {"items": num_items, "done": len(records), "pending": num_items - len(records),
-            "counts": dict(sorted(counts.items())), "stages": per_stage, "this_run": this_run,
+            "counts": count_statuses(records), "stages": per_stage, "this_run": this_run,
             "settings": settings}
