@@ -1,10 +1,12 @@
 """``avatar-jax`` command line.
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
-                           [--backend mediapipe|dlib] [--all-faces] [--no-overlay] [--device cpu|gpu|tpu]
+                           [--blendshape-names arkit|ict] [--backend mediapipe|dlib] [--all-faces]
+                           [--no-overlay] [--device cpu|gpu|tpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
     avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
+                         [--blendshape-names arkit|ict]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -27,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", required=True, help="output directory")
     rec.add_argument("--texture-size", type=int, default=2048, help="UV texture side in texels")
     rec.add_argument("--formats", nargs="+", default=["glb", "obj"], choices=["glb", "obj"])
+    rec.add_argument("--blendshape-names", default="arkit", choices=["arkit", "ict"],
+                     help="morph target and report names: Apple's 52 ARKit names (default) or the head "
+                          "model's 53 ICT-FaceKit shapes (docs/export.md)")
     rec.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib"],
                      help="landmark detector")
     rec.add_argument("--all-faces", action="store_true", help="one avatar per face (default: largest)")
@@ -96,7 +101,8 @@ def _reconstruct(args) -> int:
     from avatar_jax.status import Status
 
     options = Options(texture_size=args.texture_size, formats=tuple(args.formats), backend=args.backend,
-                      all_faces=args.all_faces, overlay=not args.no_overlay)
+                      all_faces=args.all_faces, overlay=not args.no_overlay,
+                      blendshape_names=args.blendshape_names)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None
     outcomes = reconstruct(args.photos, args.out, options, progress=progress)
     failed = [o for o in outcomes if o.status != Status.OK]

@@ -30,7 +30,7 @@ from avatar_jax.geometry.camera import Camera, project
 from avatar_jax.io.export import write_glb, write_obj
 from avatar_jax.landmarks import api as landmark_api
 from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
-from avatar_jax.model import HeadModel, load_head_model
+from avatar_jax.model import HeadModel, arkit, load_head_model
 from avatar_jax.status import Status
 from avatar_jax.texture.bake import bake_plan, bake_texture
 from avatar_jax.texture.caps import capped_model, extend_vertices
@@ -93,6 +93,8 @@ class Avatar:
       texture: ``[S, S, 3]`` uint8 RGB UV texture.
       camera: the fitted camera (for overlays and re-projection).
       timings: seconds spent per texture step (``texture_project_s``, ``texture_complete_s``).
+      expression: ``[Ke]`` the fitted expression weights that ``vertices`` contain (None: none);
+        the .glb's rest pose takes them out and its default morph weights put them back.
     """
 
     mesh: HeadModel
@@ -100,6 +102,7 @@ class Avatar:
     texture: np.ndarray
     camera: Camera
     timings: dict = dataclasses.field(default_factory=dict)
+    expression: np.ndarray | None = None
 
 
 def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | None = None,
@@ -124,26 +127,45 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
                            plan=plan, diagnostics=info)
     timings = {"texture_project_s": info["timings"]["project"],
                "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"]}
-    return Avatar(capped, vertices, texture, result.camera, timings)
+    return Avatar(capped, vertices, texture, result.camera, timings, np.asarray(result.expression))
 
 
-def export_avatar(avatar: Avatar, stem: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``stem.glb`` (expression shapes as morph targets, JPEG texture) and/or ``stem.obj``
-    (+ .mtl and .png); returns the paths written."""
+def export_avatar(avatar: Avatar, stem: str | Path, formats: Sequence[str] = FORMATS, *,
+                  blendshape_names: str = "arkit") -> list[Path]:
+    """Write ``stem.glb`` (a rig: expression shapes as morph targets, JPEG texture) and/or
+    ``stem.obj`` (+ .mtl and .png, the head as fitted); returns the paths written.
+
+    The .glb's rest pose is the fitted head without its expression, and its default morph weights
+    are the fitted expression, so it shows the photo's expression until a rig or an animation
+    drives the weights. ``blendshape_names``: ``"arkit"`` (Apple's 52 names,
+    :mod:`avatar_jax.model.arkit`) or ``"ict"`` (the head model's 53 ICT-FaceKit shapes as they are).
+    """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"export_avatar: unknown formats {sorted(unknown)}; expected some of {FORMATS}")
+    if blendshape_names not in arkit.NAMINGS:
+        raise ValueError(f"export_avatar: blendshape_names must be one of {arkit.NAMINGS}, got {blendshape_names!r}")
     stem, mesh = Path(stem), avatar.mesh
     tris, uvs, tuv = (np.asarray(a) for a in (mesh.triangles, mesh.uvs, mesh.triangle_uvs))
     files = []
     if "obj" in formats:
         files += list(write_obj(stem, avatar.vertices, tris, uvs, tuv, avatar.texture))
     if "glb" in formats:
-        basis = np.asarray(mesh.expression_basis)
-        morphs = {n: basis[j] for j, n in enumerate(mesh.expression_names)}
-        files.append(write_glb(stem.with_suffix(".glb"), avatar.vertices, tris, uvs, tuv, avatar.texture,
-                               morph_targets=morphs, image_format="jpeg"))
+        morphs = arkit.blendshapes(mesh.expression_basis, mesh.expression_names, blendshape_names)
+        weights = _morph_weights(avatar, blendshape_names)
+        rest = np.asarray(avatar.vertices) - np.einsum("k,kvd->vd", weights, np.stack(list(morphs.values())))
+        files.append(write_glb(stem.with_suffix(".glb"), rest, tris, uvs, tuv, avatar.texture,
+                               morph_targets=morphs, morph_weights=weights, image_format="jpeg"))
     return files
+
+
+def _morph_weights(avatar: Avatar, naming: str) -> np.ndarray:
+    """``[K]`` the avatar's fitted expression as weights of the ``naming`` morph targets."""
+    mesh = avatar.mesh
+    if avatar.expression is None:
+        return np.zeros(len(arkit.ARKIT_NAMES) if naming == "arkit" else mesh.num_expression)
+    weights = arkit.expression_weights(avatar.expression, mesh.expression_basis, mesh.expression_names, naming)
+    return np.array(list(weights.values()))
 
 
 def write_overlay(path: str | Path, image: np.ndarray, face: FaceLandmarks, result: FitResult,
@@ -164,8 +186,9 @@ def write_overlay(path: str | Path, image: np.ndarray, face: FaceLandmarks, resu
     return path
 
 
-def fit_report(result: FitResult, model: HeadModel) -> dict:
-    """One face's fit as JSON-ready numbers: camera, identity, expression, energies, status."""
+def fit_report(result: FitResult, model: HeadModel, *, blendshape_names: str = "arkit") -> dict:
+    """One face's fit as JSON-ready numbers: camera, identity, expression (weights under
+    ``blendshape_names``, as :func:`export_avatar` names the morph targets), energies, status."""
     cam = result.camera
     return {
         "status": Status.of(result.status).label,
@@ -174,7 +197,9 @@ def fit_report(result: FitResult, model: HeadModel) -> dict:
                    "principal_px": np.asarray(cam.principal).tolist(),
                    "convention": "X_view = R(rotvec) X + t, OpenGL eye space; see avatar_jax.geometry.camera"},
         "identity": np.asarray(result.identity).tolist(),
-        "expression": dict(zip(model.expression_names, np.asarray(result.expression).tolist())),
+        "blendshape_names": blendshape_names,
+        "expression": arkit.expression_weights(result.expression, model.expression_basis, model.expression_names,
+                                               blendshape_names),
         "energy": float(result.energy),
         "energy_terms": {k: float(v) for k, v in result.energy_terms.items()},
         "reprojection_error_px": float(result.reprojection_error),
@@ -182,11 +207,11 @@ def fit_report(result: FitResult, model: HeadModel) -> dict:
 
 
 def write_report(path: str | Path, photo: str, face: FaceLandmarks, result: FitResult, model: HeadModel,
-                 timings: dict) -> Path:
+                 timings: dict, *, blendshape_names: str = "arkit") -> Path:
     """``path`` (.json): the photo, the detection and :func:`fit_report`, with per-stage timings."""
     report = {"photo": photo,
               "face": {"box": np.asarray(face.box).tolist(), "score": float(face.score), "backend": face.backend},
-              **fit_report(result, model), "timings_s": timings}
+              **fit_report(result, model, blendshape_names=blendshape_names), "timings_s": timings}
     path = Path(path)
     path.write_text(json.dumps(report, indent=1))
     return path

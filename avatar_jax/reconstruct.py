@@ -48,6 +48,7 @@ class Options:
     all_faces: bool = False
     overlay: bool = True
     config: FitConfig = FitConfig()
+    blendshape_names: str = "arkit"
 
 
 def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Options = Options(), *,
@@ -103,9 +104,10 @@ def _one_face(path, image, face, res, index, stem, options, model, timings) -> O
     avatar = pipeline.texture_avatar(image, res, model=model, texture_size=options.texture_size)
     timings.update(avatar.timings)
     t = time.perf_counter()
-    files = pipeline.export_avatar(avatar, stem, options.formats)
+    files = pipeline.export_avatar(avatar, stem, options.formats, blendshape_names=options.blendshape_names)
     timings["export_s"] = time.perf_counter() - t
     if options.overlay:
         files.append(pipeline.write_overlay(f"{stem}_overlay.png", image, face, res, model))
-    files.append(pipeline.write_report(f"{stem}.json", path, face, res, model, timings))
+    files.append(pipeline.write_report(f"{stem}.json", path, face, res, model, timings,
+                                       blendshape_names=options.blendshape_names))
     return Outcome(path, Status.OK, "", tuple(str(f) for f in files), index)

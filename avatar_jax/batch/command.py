@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--export", nargs="+", default=[], choices=["glb", "obj"],
                    help="also texture and export each avatar (slow; default: parameters only)")
     p.add_argument("--texture-size", type=int, default=1024, help="texture side for --export (default 1024)")
+    p.add_argument("--blendshape-names", default="arkit", choices=["arkit", "ict"],
+                   help="--export glb morph target names: Apple's 52 ARKit names (default) or the head "
+                        "model's 53 ICT-FaceKit shapes (docs/export.md)")
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib"], help="landmark detector")
     p.add_argument("--route", default="refined", choices=["refined", "silhouette", "baseline", "fitted", "hybrid"],
                    help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
@@ -59,7 +62,8 @@ def run(args) -> int:
         index, count = parse_shard(args.shard)
         config = BatchConfig(batch_size=args.batch_size, workers=args.workers, window=args.window,
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
-                             exports=tuple(args.export), texture_size=args.texture_size)
+                             exports=tuple(args.export), texture_size=args.texture_size,
+                             blendshape_names=args.blendshape_names)
         items = list_items(args.input, exclude=args.out, group_by=args.group_by)
         mine = shard(items, index, count)
         report = fit_batch(mine, args.out, config, all_items=items,

@@ -44,7 +44,7 @@ from avatar_jax.fit import FitConfig, FitResult, fit
 from avatar_jax.io.image import ImageLoadError, load_image
 from avatar_jax.landmarks.api import detect_faces
 from avatar_jax.landmarks.mediapipe import FaceMeshPipeline
-from avatar_jax.model import HeadModel, load_head_model
+from avatar_jax.model import HeadModel, arkit, load_head_model
 from avatar_jax.status import Status
 
 
@@ -67,6 +67,7 @@ class BatchConfig:
     pts_index_base: int = 1
     exports: tuple[str, ...] = ()
     texture_size: int = 1024
+    blendshape_names: str = "arkit"
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -81,6 +82,8 @@ class BatchConfig:
             raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {pipeline.FORMATS}")
         if not 16 <= self.texture_size <= 8192:
             raise ValueError(f"texture_size must be in [16, 8192], got {self.texture_size}")
+        if self.blendshape_names not in arkit.NAMINGS:
+            raise ValueError(f"blendshape_names must be one of {arkit.NAMINGS}, got {self.blendshape_names!r}")
         if self.pts_index_base not in (0, 1):
             raise ValueError(f"pts_index_base must be 0 or 1, got {self.pts_index_base}")
 
@@ -93,6 +96,7 @@ class BatchConfig:
         return {"batch_size": self.batch_size, "fit": repr(self.fit), "backend": self.backend,
                 "route": self.route, "pts_index_base": self.pts_index_base, "exports": sorted(self.exports),
                 "texture_size": self.texture_size if self.exports else None,
+                "blendshape_names": self.blendshape_names if "glb" in self.exports else None,
                 "platform": jax.default_backend()}
 
 
@@ -338,7 +342,8 @@ class _Streamer:
             avatar = pipeline.texture_avatar(p.image, result, model=self.model, texture_size=self.config.texture_size)
             p.timings["texture_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            files = pipeline.export_avatar(avatar, stem, self.config.exports)
+            files = pipeline.export_avatar(avatar, stem, self.config.exports,
+                                           blendshape_names=self.config.blendshape_names)
             p.timings["export_s"] = time.perf_counter() - t
             return files
         return export

@@ -14,7 +14,7 @@ Conventions:
   seams (one glTF vertex per unique (vertex, uv) pair); normals are the smooth model normals
   of the original vertex, so seams do not show in the shading. Expression blendshapes become
   morph targets (POSITION deltas, metres) named in ``mesh.extras.targetNames`` (the
-  convention Blender's and three.js's importers read), with default weights 0.
+  convention Blender's and three.js's importers read), with default weights ``mesh.weights``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def split_uv_seams(triangles, triangle_uvs):
 
 
 def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
-              morph_targets: dict[str, np.ndarray] | None = None, *,
+              morph_targets: dict[str, np.ndarray] | None = None, *, morph_weights=None,
               image_format: str = "png", double_sided: bool = True) -> Path:
     """Write a binary glTF 2.0 file with an embedded texture and named morph targets.
 
@@ -150,6 +150,7 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
       triangles, uvs, triangle_uvs, texture: as in :func:`write_obj`.
       morph_targets: ordered ``{name: [V, 3] deltas in mm}`` (e.g. ARKit expression
         blendshapes) or None.
+      morph_weights: ``[K]`` the mesh's default weight per morph target (None: zeros).
       image_format: 'png' or 'jpeg' for the embedded texture.
       double_sided: material flag; the head is open at the neck, so the inside may be seen.
 
@@ -163,6 +164,9 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
         if np.shape(delta) != verts.shape:
             raise ValueError(f"morph target {name!r} must have shape {verts.shape}, "
                              f"got {np.shape(delta)}")
+    weights = np.zeros(len(morph_targets)) if morph_weights is None else np.asarray(morph_weights, np.float64)
+    if weights.shape != (len(morph_targets),) or not np.all(np.isfinite(weights)):
+        raise ValueError(f"morph_weights must be {len(morph_targets)} finite numbers, got shape {weights.shape}")
     vid, uid, faces = split_uv_seams(triangles, triangle_uvs)
     positions = (verts[vid] * MM_TO_M).astype(np.float32)
     normals = unit_normals(verts, triangles)[vid].astype(np.float32)
@@ -211,7 +215,7 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
         attributes=gl.Attributes(POSITION=pos_acc, NORMAL=nrm_acc, TEXCOORD_0=uv_acc),
         indices=idx_acc, material=0, targets=targets or None)
     mesh = gl.Mesh(name="head", primitives=[primitive],
-                   weights=[0.0] * len(targets) if targets else None,
+                   weights=weights.tolist() if targets else None,
                    extras={"targetNames": list(morph_targets)} if targets else {})
     material = gl.Material(
         name="skin", doubleSided=double_sided,
