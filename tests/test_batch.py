@@ -161,6 +161,8 @@ def test_bad_inputs_are_named(tmp_path):
         list_items(tmp_path / "m.jsonl")
     with pytest.raises(ValueError, match="window"):
         BatchConfig(batch_size=8, window=4)
+    with pytest.raises(ValueError, match="blendshape_names"):
+        BatchConfig(blendshape_names="apple")
 
 
 def test_landmark_files(tmp_path, testdata):
@@ -356,3 +358,18 @@ def test_in_flight_items_stay_within_the_window(tmp_path, testdata, landmark_fil
     report = fit_batch(list_items(manifest), tmp_path / "out", BatchConfig(batch_size=B, window=B + 1))
     assert report.counts == {"ok": 13} and report.batches == 4
     assert report.max_in_flight == report.window == B + 1
+
+
+@pytest.mark.parametrize("naming", ["arkit", "ict"])
+def test_exported_rigs_validate_and_carry_the_chosen_names(tmp_path, testdata, gltf_validate, naming):
+    import pygltflib
+
+    from avatar_jax.model import ARKIT_NAMES, load_head_model
+
+    items = list_items(_write_manifest(tmp_path / "m.csv", [{"image": str(testdata / PHOTOS[0]), "id": "takeo"}]))
+    config = BatchConfig(batch_size=B, exports=("glb",), texture_size=64, blendshape_names=naming)
+    fit_batch(items, tmp_path / "out", config)
+    (glb,) = (tmp_path / "out").rglob("*.glb")
+    names = pygltflib.GLTF2().load(str(glb)).meshes[0].extras["targetNames"]
+    assert names == list(ARKIT_NAMES if naming == "arkit" else load_head_model().expression_names)
+    gltf_validate(glb)

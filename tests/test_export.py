@@ -47,7 +47,7 @@ def test_obj_round_trip(tmp_path, head):
     np.testing.assert_array_equal(np.asarray(image.convert("RGB")), tex)
 
 
-def test_glb_round_trip(tmp_path, head):
+def test_glb_round_trip(tmp_path, head, gltf_validate):
     verts, tris, uvs, tri_uvs, basis, names = head
     k = 5
     morphs = {n: basis[i] for i, n in enumerate(names[:k])}
@@ -76,6 +76,15 @@ def test_glb_round_trip(tmp_path, head):
                           np.float32).reshape(-1, 3)
     np.testing.assert_allclose(delta, basis[2][vid] * 1e-3, atol=1e-7)
     assert acc.min is not None and acc.max is not None
+    gltf_validate(path)
+
+
+def test_glb_without_morph_targets_and_png_texture_validates(tmp_path, head, gltf_validate):
+    verts, tris, uvs, tri_uvs, _, _ = head
+    path = write_glb(tmp_path / "plain.glb", verts, tris, uvs, tri_uvs, _texture(16), image_format="png")
+    gl = pygltflib.GLTF2().load(str(path))
+    assert not gl.meshes[0].primitives[0].targets and gl.images[0].mimeType == "image/png"
+    gltf_validate(path)
 
 
 def test_export_rejects_bad_input(tmp_path, head):

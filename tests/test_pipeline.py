@@ -4,6 +4,9 @@ photo, and reconstruct's per-photo statuses."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,9 @@ import pytest
 from PIL import Image
 
 from avatar_jax import pipeline
+from avatar_jax.io.export import split_uv_seams
 from avatar_jax.io.image import load_image
-from avatar_jax.model import load_head_model
+from avatar_jax.model import ARKIT_NAMES, load_head_model
 from avatar_jax.reconstruct import Options, reconstruct
 from avatar_jax.status import Status
 
@@ -41,9 +45,49 @@ def test_steps_from_photo_to_files(photo_fit, tmp_path):
     files = pipeline.export_avatar(avatar, tmp_path / "head", formats=("glb",))
     assert files == [tmp_path / "head.glb"]
     glb = pygltflib.GLTF2().load(str(files[0]))
-    assert len(glb.meshes[0].extras["targetNames"]) == len(model.expression_names)
+    assert glb.meshes[0].extras["targetNames"] == list(ARKIT_NAMES)
     report = json.loads(pipeline.write_report(tmp_path / "head.json", str(PHOTO), faces[0], res, model, {}).read_text())
     assert report["status"] == "ok" and report["reprojection_error_px"] < 5.0
+    assert list(report["expression"]) == list(ARKIT_NAMES)
+
+
+@pytest.mark.parametrize("naming", ["arkit", "ict"])
+def test_the_rig_rests_neutral_and_its_default_weights_pose_the_fitted_head(photo_fit, tmp_path, naming):
+    model, image, faces, fits = photo_fit
+    res = pipeline.face_fit(fits, 0)
+    avatar = pipeline.texture_avatar(image, res, model=model, texture_size=16)
+    (path,) = pipeline.export_avatar(avatar, tmp_path / "rig", formats=("glb",), blendshape_names=naming)
+    glb = pygltflib.GLTF2().load(str(path))
+    prim, weights = glb.meshes[0].primitives[0], np.asarray(glb.meshes[0].weights)
+    rest = _accessor(glb, prim.attributes.POSITION)
+    deltas = np.stack([_accessor(glb, t["POSITION"]) for t in prim.targets])
+    vid, _, _ = split_uv_seams(np.asarray(avatar.mesh.triangles), np.asarray(avatar.mesh.triangle_uvs))
+    posed = rest + np.einsum("k,kvd->vd", weights, deltas)
+    np.testing.assert_allclose(posed, avatar.vertices[vid] * 1e-3, atol=2e-6)  # metres
+    if naming == "ict":  # the rest pose is the fitted head without any expression
+        neutral = avatar.vertices - np.einsum("k,kvd->vd", res.expression, np.asarray(avatar.mesh.expression_basis))
+        np.testing.assert_allclose(rest, neutral[vid] * 1e-3, atol=2e-6)
+        np.testing.assert_allclose(weights, res.expression, atol=1e-6)
+
+
+def _accessor(glb, index) -> np.ndarray:
+    acc = glb.accessors[index]
+    view = glb.bufferViews[acc.bufferView]
+    data = glb.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
+    return np.frombuffer(data, np.float32).reshape(acc.count, 3).astype(np.float64)
+
+
+def test_ict_names_on_request(photo_fit, tmp_path, gltf_validate):
+    model, image, faces, fits = photo_fit
+    res = pipeline.face_fit(fits, 0)
+    avatar = pipeline.texture_avatar(image, res, model=model, texture_size=32)
+    (path,) = pipeline.export_avatar(avatar, tmp_path / "ict", formats=("glb",), blendshape_names="ict")
+    assert pygltflib.GLTF2().load(str(path)).meshes[0].extras["targetNames"] == list(model.expression_names)
+    gltf_validate(path)
+    report = pipeline.fit_report(res, model, blendshape_names="ict")
+    assert report["expression"] == dict(zip(model.expression_names, np.asarray(res.expression).tolist()))
+    with pytest.raises(ValueError, match="blendshape_names"):
+        pipeline.export_avatar(avatar, tmp_path / "x", formats=("glb",), blendshape_names="apple")
 
 
 def test_detect_resolves_the_fitted_routes(photo_fit):
@@ -75,3 +119,42 @@ def test_reconstruct_reports_a_status_per_photo(tmp_path):
     out = reconstruct([blank, corrupt, tmp_path / "missing.png"], tmp_path / "out", Options(texture_size=32))
     assert [o.status for o in out] == [Status.NO_FACE, Status.UNREADABLE, Status.UNREADABLE]
     assert "corrupt.jpg" in out[1].message and "missing.png" in out[2].message
+
+
+def test_blender_imports_the_rig_and_jaw_open_opens_the_mouth(photo_fit, tmp_path, gltf_validate):
+    blender = shutil.which("blender")
+    if blender is None:
+        pytest.skip("Blender is not installed (.ci/run installs Debian's blender and python3-numpy)")
+    model, image, faces, fits = photo_fit
+    avatar = pipeline.texture_avatar(image, pipeline.face_fit(fits, 0), model=model, texture_size=2048)
+    (glb,) = pipeline.export_avatar(avatar, tmp_path / "head", formats=("glb",))
+    gltf_validate(glb)
+    run = subprocess.run([blender, "-b", "--factory-startup", "--python", str(REPO / "tools/blender/check_avatar.py"),
+                          "--", str(glb), str(tmp_path), "--shapes", "jawOpen", "--size", "256",
+                          "--fbx", str(tmp_path / "head.fbx")], capture_output=True, text=True, timeout=300,
+                         env=_blender_env(blender))
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("AVATAR_JAX_REPORT ")]
+    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(lines[0].split(" ", 1)[1])
+    assert report["shape_keys"] == list(ARKIT_NAMES)
+    # The default pose is the report's expression (its pairs are projected on the uncapped head).
+    fitted = pipeline.fit_report(pipeline.face_fit(fits, 0), model)["expression"]
+    np.testing.assert_allclose([report["default_weights"][n] for n in ARKIT_NAMES], list(fitted.values()), atol=1e-4)
+    assert list(report["images"].values()) == [[2048, 2048]]
+    width, depth, height = report["dimensions_m"]  # Blender is Z up, metres
+    assert 0.12 < width < 0.35 and 0.12 < depth < 0.35 and 0.2 < height < 0.45
+    assert 0.02 < report["moved"]["jawOpen"]["max_m"] < 0.06  # jawOpen drops the chin by centimetres, not metres or mm
+    neutral, posed = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB"), np.float64)
+                      for n in ("neutral", "jawOpen"))
+    diff = np.abs(neutral - posed).mean(-1)
+    x0, y0, x1, y1 = np.round(report["moved"]["jawOpen"]["box_px"]).astype(int)
+    assert diff[y0:y1 + 1, x0:x1 + 1].mean() > 10.0  # the mouth region changes ...
+    top = max(y0 - (y1 - y0) * 2, 1)
+    assert diff[:top].mean() < 0.5  # ... and the top of the head does not
+    assert (tmp_path / "head.fbx").stat().st_size > 1_000_000  # FBX with the embedded texture
+
+
+def _blender_env(blender: str) -> dict:
+    """Debian's Blender embeds the first ``python3`` on PATH (a virtualenv's or pyenv's lacks the
+    system NumPy its glTF importer needs); put the one beside Blender first."""
+    return {**os.environ, "PATH": os.path.dirname(blender) + os.pathsep + os.environ.get("PATH", "")}
