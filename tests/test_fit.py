@@ -225,16 +225,17 @@ def _dense_reference_step(model, ops, cfg, data, params, aux):
     lag = np.zeros_like(x0)
     lag[np.asarray(pr.lag_index)] = np.asarray(aux.lag, np.float64)
     n = layout.size
-    H = (J_l.T @ J_l).tolil()
-    H[n:, n:] += J_p.T @ J_p
     g = J_l.T @ r_l
     g[n:] += J_p.T @ r_p
     from avatar_jax.fit.terms import linear_terms
 
+    H_x = sp.csr_matrix((n, n))
     for t in linear_terms(model, layout, cfg):
         r = t.A @ x0 - (t.A_lag @ lag if t.A_lag is not None else 0.0)
-        H[:n, :n] += t.weight * (t.A.T @ t.A)
+        H_x = H_x + t.weight * (t.A.T @ t.A)
         g[:n] += t.weight * (t.A.T @ r)
+    # summed as sparse matrices: adding into slices of a LIL matrix took a minute at this size
+    H = J_l.T @ J_l + sp.block_diag([H_x, sp.csr_matrix(J_p.T @ J_p)])
     step = spla.splu(sp.csc_matrix(H)).solve(-g)
     return x0, pose0, step[:n], step[n:]
 
