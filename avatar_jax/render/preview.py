@@ -49,7 +49,7 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
                 uvs: jax.Array | None = None, triangle_uvs: jax.Array | None = None,
                 light: tuple[float, float, float] | None = DEFAULT_LIGHT,
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                ambient: float = 0.35) -> jax.Array:
+                ambient: float = 0.35, max_chunks: int | None = None) -> jax.Array:
     """Render ``[H, W, 3]`` floats in [0, 1] of a mesh seen by ``camera``.
 
     Args:
@@ -61,6 +61,8 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
       light: direction towards the light in view space (x right, y up, z towards the
         viewer); Lambert shading with ``ambient``; None = unlit (pure albedo).
       background: colour of uncovered pixels.
+      max_chunks: the rasteriser's tile budget (static; None: :func:`default_max_chunks`, which a
+        close-up of a big mesh can exceed: pass a measured :func:`chunk_demand` then).
 
     Hard (non-anti-aliased) edges; the texture is sampled bilinearly without mip-mapping.
     """
@@ -74,4 +76,4 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
                    None if uvs is None else jnp.asarray(uvs, jnp.float32),
                    None if triangle_uvs is None else jnp.asarray(triangle_uvs, jnp.int32),
                    light_arr, jnp.asarray(background, jnp.float32), ambient,
-                   default_max_chunks(h, w, triangles.shape[0]))
+                   max_chunks or default_max_chunks(h, w, triangles.shape[0]))
