@@ -236,3 +236,103 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
     path.parent.mkdir(parents=True, exist_ok=True)
     gltf.save_binary(os.fspath(path))
     return path
+
+
+def read_glb_rig(path) -> dict:
+    """A .glb written by :func:`write_glb`, back as arrays: ``positions [N, 3]`` (m), ``faces [F, 3]``,
+    ``texcoords [N, 2]`` (glTF's v down), ``targets [K, N, 3]`` (m), ``target_names``, ``weights [K]``
+    (defaults) and ``texture [S, S, 3]`` uint8. Raises ValueError naming what is missing."""
+    import pygltflib as gl
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such .glb file")
+    try:
+        gltf = gl.GLTF2().load_binary(os.fspath(path))
+    except Exception as err:  # pygltflib raises bare struct/JSON errors on corrupt files
+        raise ValueError(f"{path}: not a readable binary glTF file ({type(err).__name__}: {err})") from None
+    if not gltf.meshes or not gltf.meshes[0].primitives:
+        raise ValueError(f"{path}: the glTF file has no mesh")
+    blob = gltf.binary_blob()
+    mesh = gltf.meshes[0]
+    prim = mesh.primitives[0]
+    read = lambda index: _read_accessor(gltf, blob, index)  # noqa: E731
+    targets = prim.targets or []
+    names = list((mesh.extras or {}).get("targetNames", [f"target{i}" for i in range(len(targets))]))
+    image = gltf.images[gltf.textures[0].source] if gltf.textures else None
+    texture = None
+    if image is not None and image.bufferView is not None:
+        view = gltf.bufferViews[image.bufferView]
+        data = np.frombuffer(blob[view.byteOffset or 0:(view.byteOffset or 0) + view.byteLength], np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        texture = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    positions = read(prim.attributes.POSITION)
+    return {"positions": positions, "faces": read(prim.indices).reshape(-1, 3).astype(np.int64),
+            "texcoords": read(prim.attributes.TEXCOORD_0) if prim.attributes.TEXCOORD_0 is not None else None,
+            "targets": (np.stack([read(t["POSITION"]) for t in targets]) if targets
+                        else np.zeros((0,) + positions.shape)),
+            "target_names": names, "weights": np.asarray(mesh.weights or [0.0] * len(targets), np.float64),
+            "texture": texture}
+
+
+_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+
+
+def _read_accessor(gltf, blob: bytes, index: int) -> np.ndarray:
+    acc = gltf.accessors[index]
+    view = gltf.bufferViews[acc.bufferView]
+    dtype, width = np.dtype(_COMPONENTS[acc.componentType]), _WIDTH[acc.type]
+    start = (view.byteOffset or 0) + (acc.byteOffset or 0)
+    data = np.frombuffer(blob[start:start + acc.count * width * dtype.itemsize], dtype)
+    return data.reshape(acc.count, width) if width > 1 else data
+
+
+def add_animation(src, dst, times, weights, rotations=None, *, name: str = "speech") -> Path:
+    """Copy the .glb ``src`` to ``dst`` with one animation: morph weights ``[T, K]`` (K = the mesh's
+    morph targets) and optionally the head node's rotation ``[T, 4]`` quaternions (x, y, z, w), at
+    ``times [T]`` seconds, linearly interpolated (plays in Blender and browser glTF viewers)."""
+    import pygltflib as gl
+
+    gltf = gl.GLTF2().load_binary(os.fspath(src))
+    times = np.asarray(times, np.float32)
+    weights = np.asarray(weights, np.float32)
+    k = len(gltf.meshes[0].primitives[0].targets or [])
+    if times.ndim != 1 or len(times) < 1 or np.any(np.diff(times) <= 0):
+        raise ValueError(f"add_animation: times must be [T] strictly increasing seconds, got shape {times.shape}")
+    if weights.shape != (len(times), k):
+        raise ValueError(f"add_animation: weights must have shape [T, K] = ({len(times)}, {k}), got {weights.shape}")
+    blob = bytearray(gltf.binary_blob())
+
+    def add(array: np.ndarray, gl_type: str, with_bounds: bool = False) -> int:
+        while len(blob) % 4:
+            blob.append(0)
+        data = np.ascontiguousarray(array, np.float32).tobytes()
+        gltf.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data)))
+        blob.extend(data)
+        count = len(array) if gl_type != gl.SCALAR else array.size
+        acc = gl.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=gl.FLOAT, count=count, type=gl_type)
+        if with_bounds:
+            acc.min, acc.max = [float(array.min())], [float(array.max())]
+        gltf.accessors.append(acc)
+        return len(gltf.accessors) - 1
+
+    node = gltf.scenes[gltf.scene or 0].nodes[0]
+    samplers = [gl.AnimationSampler(input=add(times, gl.SCALAR, True), output=add(weights.ravel(), gl.SCALAR),
+                                    interpolation="LINEAR")]
+    channels = [gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=node, path="weights"))]
+    if rotations is not None:
+        rotations = np.asarray(rotations, np.float32)
+        if rotations.shape != (len(times), 4):
+            raise ValueError(f"add_animation: rotations must have shape [T, 4], got {rotations.shape}")
+        rotations = rotations / np.linalg.norm(rotations, axis=1, keepdims=True)
+        samplers.append(gl.AnimationSampler(input=samplers[0].input, output=add(rotations, gl.VEC4),
+                                            interpolation="LINEAR"))
+        channels.append(gl.AnimationChannel(sampler=1, target=gl.AnimationChannelTarget(node=node, path="rotation")))
+    gltf.animations = [gl.Animation(name=name, samplers=samplers, channels=channels)]
+    gltf.buffers[0].byteLength = len(blob)
+    gltf.set_binary_blob(bytes(blob))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    gltf.save_binary(os.fspath(dst))
+    return dst
