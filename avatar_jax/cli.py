@@ -7,6 +7,8 @@
                     [--yaw DEG] [--texture-photos PHOTO...]
     avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
                          [--blendshape-names arkit|ict]
+    avatar-jax animate AVATAR.glb SPEECH.wav --out DIR [--fps 30] [--recognizer pocketsphinx|energy]
+                       [--size 320] [--no-video] [--seed 0]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     from avatar_jax.batch import command as batch_command  # light: no JAX until it runs
 
     batch_command.add_parser(sub)
+    from avatar_jax.animate import command as animate_command  # light: no JAX until it runs
+
+    animate_command.add_parser(sub)
     return ap
 
 
@@ -80,6 +85,10 @@ def main(argv=None) -> int:
     enable_compilation_cache()  # a second run starts warm; the library itself leaves JAX's config alone
     if args.command == "eval":
         return _eval(args)
+    if args.command == "animate":
+        from avatar_jax.animate import command as animate_command
+
+        return animate_command.run(args)
     if args.command == "fit-batch":
         from avatar_jax.batch import command as batch_command
 

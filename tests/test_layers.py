@@ -44,7 +44,8 @@ ALLOWED = {
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
                  "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
-    "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "batch", "_cache", "__init__"},
+    "animate": {"geometry", "io", "model", "render"},
+    "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "batch", "animate", "_cache", "__init__"},
     "__init__": {"_lazy"},  # lazy exports resolve through importlib, not import statements
 }
 
