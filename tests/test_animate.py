@@ -170,3 +170,28 @@ def _frames(path: Path):
     w, h = meta["size"]
     for raw in reader:
         yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+
+
+@pytest.mark.parametrize("recognizer", ["pocketsphinx", None])
+def test_streaming_matches_the_clip_within_its_latency(spoken, recognizer):
+    from avatar_jax.animate import AnimationStream
+
+    path, _ = spoken
+    speech = load_wav(path)
+    offline = animate(speech, recognizer=recognizer)
+    stream = AnimationStream(speech.rate, recognizer=recognizer)
+    chunk, parts, waits = int(0.02 * speech.rate), [], []
+    for i in range(0, len(speech.samples), chunk):
+        part = stream.push(speech.samples[i:i + chunk])
+        arrived = (i + chunk) / speech.rate
+        waits += [arrived - t for t in part.times]  # how long after its audio each frame came out
+        parts.append(part)
+        assert len(stream._buffer) <= stream.window_s * speech.rate + chunk  # memory stays bounded
+    parts.append(stream.close())
+    times = np.concatenate([p.times for p in parts])
+    weights = np.concatenate([p.weights for p in parts])
+    np.testing.assert_allclose(times, offline.times)
+    assert max(waits) <= stream.latency_s + 0.02 + 1 / offline.fps
+    np.testing.assert_array_equal(weights[:, ARKIT_NAMES.index("eyeBlinkLeft")], offline.weight("eyeBlinkLeft"))
+    jaw = weights[:, ARKIT_NAMES.index("jawOpen")]
+    assert np.corrcoef(jaw, offline.weight("jawOpen"))[0, 1] > 0.8

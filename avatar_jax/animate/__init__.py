@@ -2,8 +2,8 @@
 written as a glTF morph-weight animation and an MP4 preview."""
 
 from .audio import AudioError, Speech, as_speech, load_wav
-from .lipsync import Animation, animate
+from .lipsync import Animation, AnimationStream, animate
 from .speech import PhoneSegment, PocketSphinxPhones, features
 
-__all__ = ["Animation", "AudioError", "PhoneSegment", "PocketSphinxPhones", "Speech", "animate", "as_speech",
-           "features", "load_wav"]
+__all__ = ["Animation", "AnimationStream", "AudioError", "PhoneSegment", "PocketSphinxPhones", "Speech", "animate",
+           "as_speech", "features", "load_wav"]

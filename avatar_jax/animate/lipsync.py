@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 
 from avatar_jax.animate import visemes
-from avatar_jax.animate.audio import Speech, load_wav
-from avatar_jax.animate.speech import HOP_S, PhoneSegment, PocketSphinxPhones, features
+from avatar_jax.animate.audio import Speech, as_speech, load_wav
+from avatar_jax.animate.speech import (HOP_S, QUIET_DBFS, PhoneSegment, PocketSphinxPhones, features,
+                                       speech_level)
 from avatar_jax.model.arkit import ARKIT_NAMES
 
 Recognizer = Callable[[Speech], "list[PhoneSegment]"]
@@ -30,17 +31,19 @@ _DEFAULT_RECOGNIZER: list = []  # one decoder per process, made on first use
 @dataclasses.dataclass(frozen=True)
 class Animation:
     """``weights [T, 52]`` float32 ARKit blendshape weights (:data:`ARKIT_NAMES` order) and
-    ``head_rotation [T, 3]`` axis-angle radians (model frame) at ``fps``; frame i is at i / fps s."""
+    ``head_rotation [T, 3]`` axis-angle radians (model frame) at ``fps``; row i is frame
+    ``start_frame + i``, at ``(start_frame + i) / fps`` s (a stream's parts start later)."""
 
     weights: np.ndarray
     head_rotation: np.ndarray
     fps: float
     names: tuple[str, ...] = ARKIT_NAMES
     phones: tuple[PhoneSegment, ...] = ()
+    start_frame: int = 0
 
     @property
     def times(self) -> np.ndarray:
-        return np.arange(len(self.weights)) / self.fps
+        return (self.start_frame + np.arange(len(self.weights))) / self.fps
 
     def weight(self, name: str) -> np.ndarray:
         return self.weights[:, self.names.index(name)]
@@ -51,34 +54,120 @@ def animate(audio: str | Path | Speech, *, fps: float = 30.0, recognizer: Recogn
     """Animate speech: ``audio`` a WAV path or :class:`Speech`; ``recognizer`` ``"pocketsphinx"``,
     any phone recogniser, or None for the energy-driven mouth alone. Deterministic for ``seed``."""
     speech = audio if isinstance(audio, Speech) else load_wav(audio)
-    if not 1.0 <= fps <= 240.0:
-        raise ValueError(f"animate: fps must be in [1, 240], got {fps}")
-    feats = features(speech)
-    phones = _recognise(speech, recognizer)
-    t_feat = np.arange(len(feats.loudness)) * HOP_S
-    mouth = _mouth(phones, feats, t_feat)
+    _check_fps(fps)
     count = max(1, int(np.floor(speech.duration * fps)) + 1)
     times = np.arange(count) / fps
+    idle = Idle.from_seed(seed, blinks, head_motion)
+    weights, loud, phones = _window(speech, _resolve(recognizer), times, level=None)
+    return _finish(weights, loud, times, idle, fps, phones)
+
+
+def _check_fps(fps: float) -> None:
+    if not 1.0 <= fps <= 240.0:
+        raise ValueError(f"animate: fps must be in [1, 240], got {fps}")
+
+
+def _window(speech: Speech, recognizer, times, level):
+    """Mouth weights ``[T, 52]`` and loudness ``[T]`` at ``times`` (s from the speech's start)."""
+    feats = features(speech, level=level)
+    phones = list(recognizer(speech)) if recognizer is not None else []
+    t_feat = np.arange(len(feats.loudness)) * HOP_S
+    mouth = _mouth(phones, feats, t_feat)
     weights = np.stack([np.interp(times, t_feat, mouth[:, k]) for k in range(mouth.shape[1])], 1)
-    rng = np.random.default_rng(seed)
-    if blinks:
-        weights = _add_blinks(weights, times, rng)
-    loud = np.interp(times, t_feat, feats.loudness)
-    rotation = _head_motion(times, loud, rng) if head_motion else np.zeros((count, 3))
+    return weights, np.interp(times, t_feat, feats.loudness), phones
+
+
+def _finish(weights, loud, times, idle, fps, phones, start_frame: int = 0) -> Animation:
+    weights = idle.blink(weights, times)
+    rotation = idle.head(times, loud, fps)
     return Animation(np.clip(weights, 0.0, 1.0).astype(np.float32), rotation.astype(np.float32), float(fps),
-                     phones=tuple(phones))
+                     phones=tuple(phones), start_frame=start_frame)
 
 
-def _recognise(speech, recognizer) -> list[PhoneSegment]:
-    if recognizer is None:
-        return []
+class AnimationStream:
+    """Weights for speech that arrives in chunks (a microphone, a TTS stream), with bounded latency.
+
+        stream = AnimationStream(16000)
+        for chunk in chunks:                 # any lengths of mono samples
+            frames = stream.push(chunk)      # Animation of the frames now final (maybe none)
+        frames = stream.close()
+
+    Every ``hop_s`` of new audio the last ``window_s`` are analysed as :func:`animate` does, and the
+    frames older than ``lookahead_s`` are emitted: a frame is out at most ``hop_s + lookahead_s``
+    after its audio arrived (:attr:`latency_s`), plus the analysis time. Memory stays bounded (the
+    window). Blinks and head motion follow the same seeded schedule as :func:`animate`.
+    """
+
+    def __init__(self, rate: int, *, fps: float = 30.0, recognizer: Recognizer | str | None = "pocketsphinx",
+                 seed: int = 0, window_s: float = 2.0, hop_s: float | None = None, lookahead_s: float | None = None,
+                 blinks: bool = True, head_motion: bool = True):
+        _check_fps(fps)
+        self.rate, self.fps = int(rate), float(fps)
+        as_speech(np.zeros(16, np.float32), self.rate)  # checks the rate
+        self._recognizer = _resolve(recognizer)
+        slow = self._recognizer is not None  # a recogniser wants context and costs a decode per hop
+        self.hop_s = hop_s if hop_s is not None else (0.25 if slow else 0.05)
+        self.lookahead_s = lookahead_s if lookahead_s is not None else (0.25 if slow else 0.1)
+        self.window_s = max(window_s, self.hop_s + self.lookahead_s + 0.5)
+        self._idle = Idle.from_seed(seed, blinks, head_motion)
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # absolute sample index of _buffer[0]
+        self._received = 0
+        self._analysed = 0
+        self._next_frame = 0
+        self._level = QUIET_DBFS
+
+    @property
+    def latency_s(self) -> float:
+        """The longest wait from a sample's arrival to its frame's emission, analysis time aside."""
+        return self.hop_s + self.lookahead_s
+
+    def push(self, samples) -> Animation:
+        """Add mono samples (float in [-1, 1] or integer PCM); returns the frames now final."""
+        chunk = as_speech(np.asarray(samples).reshape(-1), self.rate, "stream").samples
+        self._buffer = np.concatenate([self._buffer, chunk])
+        self._received += len(chunk)
+        if self._received - self._analysed < self.hop_s * self.rate:
+            return self._empty()
+        return self._emit(self._received / self.rate - self.lookahead_s)
+
+    def close(self) -> Animation:
+        """Flush: the remaining frames up to the end of the audio received."""
+        return self._emit(self._received / self.rate, final=True)
+
+    def _emit(self, until_s: float, final: bool = False) -> Animation:
+        self._analysed = self._received
+        last = int(np.floor(until_s * self.fps + 1e-9))
+        frames = np.arange(self._next_frame, max(self._next_frame, last + 1))
+        if len(self._buffer) == 0 or len(frames) == 0:
+            return self._empty()
+        times = frames / self.fps
+        t0 = self._buffer_start / self.rate
+        window = Speech(self._buffer, self.rate, "stream")
+        self._level = max(self._level, speech_level(window))
+        weights, loud, phones = _window(window, self._recognizer, times - t0, self._level)
+        self._next_frame = int(frames[-1]) + 1
+        keep = int(self.window_s * self.rate)
+        if len(self._buffer) > keep:
+            self._buffer_start += len(self._buffer) - keep
+            self._buffer = self._buffer[-keep:]
+        shifted = [PhoneSegment(p.phone, p.start + t0, p.end + t0) for p in phones]
+        return _finish(weights, loud, times, self._idle, self.fps, shifted, int(frames[0]))
+
+    def _empty(self) -> Animation:
+        return Animation(np.zeros((0, len(ARKIT_NAMES)), np.float32), np.zeros((0, 3), np.float32), self.fps,
+                         start_frame=self._next_frame)
+
+
+def _resolve(recognizer):
+    """``"pocketsphinx"`` -> the process's shared decoder; a callable or None as given."""
     if recognizer == "pocketsphinx":
         if not _DEFAULT_RECOGNIZER:
             _DEFAULT_RECOGNIZER.append(PocketSphinxPhones())
-        recognizer = _DEFAULT_RECOGNIZER[0]
-    elif isinstance(recognizer, str):
+        return _DEFAULT_RECOGNIZER[0]
+    if isinstance(recognizer, str):
         raise ValueError(f"animate: unknown recognizer {recognizer!r}; pass 'pocketsphinx', a callable or None")
-    return list(recognizer(speech))
+    return recognizer
 
 
 def _mouth(phones, feats, t) -> np.ndarray:
@@ -128,33 +217,49 @@ def _smooth(x, sigma_s: float) -> np.ndarray:
 
 BLINK_S = 0.2  # close and open
 MEAN_BLINK_INTERVAL_S = 3.5
-
-
-def _add_blinks(weights, times, rng) -> np.ndarray:
-    weights = weights.copy()
-    t, end = rng.uniform(0.5, 2.0), times[-1] if len(times) else 0.0
-    curve = np.zeros(len(times))
-    while t < end:
-        phase = (times - t) / BLINK_S
-        curve = np.maximum(curve, np.where((phase >= 0) & (phase <= 1), np.sin(np.pi * np.clip(phase, 0, 1)), 0.0))
-        t += max(1.0, rng.exponential(MEAN_BLINK_INTERVAL_S))
-    for name in ("eyeBlinkLeft", "eyeBlinkRight"):
-        weights[:, visemes.ARKIT_INDEX[name]] = np.maximum(weights[:, visemes.ARKIT_INDEX[name]], curve)
-    return weights
-
-
 HEAD_DEGREES = (2.0, 3.0, 1.0)  # pitch, yaw, roll amplitude of the idle motion
+IDLE_HORIZON_S = 4 * 3600.0  # blinks are scheduled this far ahead
 
 
-def _head_motion(times, loudness, rng) -> np.ndarray:
-    """``[T, 3]`` axis-angle: a sum of slow sinusoids per axis plus a small nod with loudness."""
-    out = np.zeros((len(times), 3))
-    for axis, amp in enumerate(np.deg2rad(HEAD_DEGREES)):
-        freqs = rng.uniform(0.1, 0.5, 3)
-        phases = rng.uniform(0, 2 * np.pi, 3)
-        out[:, axis] = amp / 3 * np.sin(2 * np.pi * freqs[None] * times[:, None] + phases[None]).sum(1)
-    from scipy.ndimage import gaussian_filter1d
+@dataclasses.dataclass(frozen=True)
+class Idle:
+    """The seeded 'alive' motion, a function of absolute time: blink start times, and per head axis
+    three slow sinusoids (``frequencies``, ``phases`` ``[3, 3]``) plus a small nod with loudness."""
 
-    fps = 1.0 / (times[1] - times[0]) if len(times) > 1 else 30.0
-    out[:, 0] += np.deg2rad(1.5) * gaussian_filter1d(np.asarray(loudness, np.float64), 0.15 * fps)
-    return out
+    blink_starts: np.ndarray
+    frequencies: np.ndarray
+    phases: np.ndarray
+    moves_head: bool = True
+
+    @classmethod
+    def from_seed(cls, seed: int, blinks: bool = True, head_motion: bool = True) -> "Idle":
+        rng = np.random.default_rng(seed)
+        gaps = np.maximum(1.0, rng.exponential(MEAN_BLINK_INTERVAL_S, int(IDLE_HORIZON_S)))
+        starts = rng.uniform(0.5, 2.0) + np.concatenate([[0.0], np.cumsum(gaps)])
+        return cls(starts[starts < IDLE_HORIZON_S] if blinks else np.zeros(0), rng.uniform(0.1, 0.5, (3, 3)),
+                   rng.uniform(0, 2 * np.pi, (3, 3)), head_motion)
+
+    def blink(self, weights, times) -> np.ndarray:
+        """``weights`` with both eyes' blinks (a half sine of ``BLINK_S``) at the scheduled times."""
+        weights = weights.copy()
+        first, last = np.searchsorted(self.blink_starts, [times[0] - BLINK_S, times[-1]]) if len(times) else (0, 0)
+        curve = np.zeros(len(times))
+        for t in self.blink_starts[first:last]:
+            phase = (times - t) / BLINK_S
+            curve = np.maximum(curve, np.where((phase >= 0) & (phase <= 1), np.sin(np.pi * np.clip(phase, 0, 1)), 0))
+        for name in ("eyeBlinkLeft", "eyeBlinkRight"):
+            k = visemes.ARKIT_INDEX[name]
+            weights[:, k] = np.maximum(weights[:, k], curve)
+        return weights
+
+    def head(self, times, loudness, fps) -> np.ndarray:
+        """``[T, 3]`` axis-angle radians: slow sinusoids per axis plus a nod that follows loudness."""
+        from scipy.ndimage import gaussian_filter1d
+
+        if not self.moves_head:
+            return np.zeros((len(times), 3))
+        amp = np.deg2rad(HEAD_DEGREES)[:, None] / 3
+        waves = np.sin(2 * np.pi * self.frequencies[None] * np.asarray(times)[:, None, None] + self.phases[None])
+        out = (amp[None] * waves).sum(-1)
+        out[:, 0] += np.deg2rad(1.5) * gaussian_filter1d(np.asarray(loudness, np.float64), 0.15 * fps, mode="nearest")
+        return out

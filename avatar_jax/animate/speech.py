@@ -79,8 +79,24 @@ def _phone_symbol(word: str) -> str:
     return word.upper()
 
 
-def features(speech: Speech) -> Features:
-    """Loudness and brightness per ``HOP_S`` frame of the speech."""
+def features(speech: Speech, level: float | None = None) -> Features:
+    """Loudness and brightness per ``HOP_S`` frame of the speech; ``level`` (dBFS): the speech level
+    loudness is relative to (None: this clip's, :func:`speech_level`)."""
+    db, high = _frame_levels(speech)
+    level = speech_level(speech, db) if level is None else level
+    loudness = np.clip((db - (level - LOUDNESS_RANGE_DB)) / LOUDNESS_RANGE_DB, 0.0, 1.0)
+    return Features(loudness.astype(np.float32), np.clip(high, 0.0, 1.0).astype(np.float32))
+
+
+def speech_level(speech: Speech, db: np.ndarray | None = None) -> float:
+    """The clip's speech level in dBFS (95th percentile of its frames' oral-band level), at least
+    ``QUIET_DBFS`` so that silence stays silent."""
+    db = _frame_levels(speech)[0] if db is None else db
+    return max(float(np.percentile(db, 95)), QUIET_DBFS)
+
+
+def _frame_levels(speech: Speech):
+    """Per frame: oral-band level (dBFS) and share of energy above 1 kHz."""
     x = resample(speech).samples.astype(np.float64)
     hop, win = int(HOP_S * ANALYSIS_RATE), int(WINDOW_S * ANALYSIS_RATE)
     count = max(1, int(np.ceil(len(x) / hop)))
@@ -94,8 +110,5 @@ def features(speech: Speech) -> Features:
     band = spectrum[:, (freqs >= ORAL_BAND_HZ[0]) & (freqs <= ORAL_BAND_HZ[1])].sum(1)
     rms = np.sqrt(2.0 * band / (win * win * (window ** 2).mean()))
     db = 20.0 * np.log10(rms + 1e-9)  # dB full scale
-    # relative to the clip's speech level, which is taken as at least QUIET_DBFS: silence stays 0
-    level = max(float(np.percentile(db, 95)), QUIET_DBFS)
-    loudness = np.clip((db - (level - LOUDNESS_RANGE_DB)) / LOUDNESS_RANGE_DB, 0.0, 1.0)
     high = spectrum[:, freqs > 1000].sum(1) / (spectrum[:, freqs > 60].sum(1) + 1e-20)
-    return Features(loudness.astype(np.float32), np.clip(high, 0.0, 1.0).astype(np.float32))
+    return db, high
