@@ -160,6 +160,12 @@ def test_cli_names_bad_inputs(avatar_glb, tmp_path, capsys):
     broken.write_bytes(b"glTF" + b"\0" * 20)
     assert main(["animate", str(broken), str(fine), "--out", str(tmp_path)]) == 1
     assert "broken.glb" in capsys.readouterr().err
+    gltf = pygltflib.GLTF2().load(str(avatar_glb))  # the same rig under ICT names
+    gltf.meshes[0].extras = {"targetNames": [f"shape{i}" for i in range(52)]}
+    ict = tmp_path / "ict.glb"
+    gltf.save_binary(str(ict))
+    assert main(["animate", str(ict), str(fine), "--out", str(tmp_path), "--no-video"]) == 1
+    assert "ARKit-named" in capsys.readouterr().err
 
 
 def _frames(path: Path):
@@ -187,6 +193,7 @@ def test_streaming_matches_the_clip_within_its_latency(spoken, recognizer):
         waits += [arrived - t for t in part.times]  # how long after its audio each frame came out
         parts.append(part)
         assert len(stream._buffer) <= stream.window_s * speech.rate + chunk  # memory stays bounded
+    assert len(stream.push(np.zeros(0, np.float32)).weights) == 0  # an empty chunk is fine
     parts.append(stream.close())
     times = np.concatenate([p.times for p in parts])
     weights = np.concatenate([p.weights for p in parts])

@@ -58,20 +58,19 @@ def animate_files(avatar: str | Path, speech, out: Path, *, fps: float = 30.0, v
     from scipy.spatial.transform import Rotation
 
     from avatar_jax.animate.lipsync import animate
-    from avatar_jax.animate.preview import render_frames, write_mp4
+    from avatar_jax.animate.preview import render_frames, target_columns, write_mp4
     from avatar_jax.io.export import add_animation, read_glb_rig
+    from avatar_jax.model.arkit import ARKIT_NAMES
 
     rig = read_glb_rig(avatar)
+    columns = target_columns(rig, ARKIT_NAMES)
     t0 = time.perf_counter()
     anim = animate(speech, fps=fps, recognizer=recognizer, seed=seed)
     timings = {"weights_s": time.perf_counter() - t0}
     stem = out / Path(avatar).stem
     out.mkdir(parents=True, exist_ok=True)
-    index = {n: i for i, n in enumerate(rig["target_names"])}
-    if any(n not in index for n in anim.names):
-        raise ValueError(f"{avatar}: the morph targets are not ARKit-named; re-export with --blendshape-names arkit")
     weights = np.zeros((len(anim.weights), len(rig["target_names"])), np.float32)
-    weights[:, [index[n] for n in anim.names]] = anim.weights
+    weights[:, columns] = anim.weights
     files = [add_animation(avatar, f"{stem}_animated.glb", anim.times, weights,
                            Rotation.from_rotvec(anim.head_rotation).as_quat())]
     files.append(_write_csv(f"{stem}_weights.csv", anim))
@@ -80,8 +79,10 @@ def animate_files(avatar: str | Path, speech, out: Path, *, fps: float = 30.0, v
         frames = render_frames(rig, anim, size)
         timings["render_s"] = time.perf_counter() - t
         audio = _wav_copy(speech, f"{stem}_speech.wav")
-        files.append(write_mp4(f"{stem}.mp4", frames, fps, audio))
-        audio.unlink()
+        try:
+            files.append(write_mp4(f"{stem}.mp4", frames, fps, audio))
+        finally:
+            audio.unlink()
     report = {"avatar": str(avatar), "speech": speech.source, "duration_s": speech.duration, "fps": fps,
               "frames": len(anim.weights), "recognizer": recognizer or "energy", "timings_s": timings,
               "realtime_factor": speech.duration / max(timings["weights_s"], 1e-9),

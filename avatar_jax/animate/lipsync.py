@@ -124,7 +124,10 @@ class AnimationStream:
 
     def push(self, samples) -> Animation:
         """Add mono samples (float in [-1, 1] or integer PCM); returns the frames now final."""
-        chunk = as_speech(np.asarray(samples).reshape(-1), self.rate, "stream").samples
+        samples = np.asarray(samples).reshape(-1)
+        if samples.size == 0:
+            return self._empty()
+        chunk = as_speech(samples, self.rate, "stream").samples
         self._buffer = np.concatenate([self._buffer, chunk])
         self._received += len(chunk)
         if self._received - self._analysed < self.hop_s * self.rate:
@@ -133,9 +136,9 @@ class AnimationStream:
 
     def close(self) -> Animation:
         """Flush: the remaining frames up to the end of the audio received."""
-        return self._emit(self._received / self.rate, final=True)
+        return self._emit(self._received / self.rate)
 
-    def _emit(self, until_s: float, final: bool = False) -> Animation:
+    def _emit(self, until_s: float) -> Animation:
         self._analysed = self._received
         last = int(np.floor(until_s * self.fps + 1e-9))
         frames = np.arange(self._next_frame, max(self._next_frame, last + 1))

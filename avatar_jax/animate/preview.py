@@ -12,18 +12,23 @@ from avatar_jax.animate.lipsync import Animation
 PREVIEW_SIZE = 320
 
 
+def target_columns(rig: dict, names) -> list[int]:
+    """The rig's morph-target index of each name; ValueError if the rig lacks some (not ARKit-named)."""
+    index = {n: i for i, n in enumerate(rig["target_names"])}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"the avatar has no morph targets {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+                         "animate needs an ARKit-named .glb (export with --blendshape-names arkit)")
+    return [index[n] for n in names]
+
+
 def rig_frames(rig: dict, animation: Animation) -> np.ndarray:
     """Posed vertices ``[T, N, 3]`` (mm, model frame) of a :func:`~avatar_jax.io.export.read_glb_rig`
     rig under the animation (morph weights by name, head rotation about the model origin, as the
     .glb's node rotation turns it)."""
     from scipy.spatial.transform import Rotation
 
-    index = {n: i for i, n in enumerate(rig["target_names"])}
-    missing = [n for n in animation.names if n not in index]
-    if missing:
-        raise ValueError(f"the avatar has no morph targets {missing[:5]}{'...' if len(missing) > 5 else ''}; "
-                         "animate needs an ARKit-named .glb (export with --blendshape-names arkit)")
-    targets = rig["targets"][[index[n] for n in animation.names]] * 1000.0
+    targets = rig["targets"][target_columns(rig, animation.names)] * 1000.0
     posed = rig["positions"][None] * 1000.0 + np.einsum("tk,kvd->tvd", animation.weights, targets)
     rot = Rotation.from_rotvec(animation.head_rotation).as_matrix()
     return np.einsum("tij,tvj->tvi", rot, posed).astype(np.float32)
