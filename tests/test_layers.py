@@ -44,7 +44,7 @@ ALLOWED = {
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
                  "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
-    "animate": {"geometry", "io", "model", "render"},
+    "animate": {"geometry", "io", "model", "render", "_lazy"},
     "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "batch", "animate", "_cache", "__init__"},
     "__init__": {"_lazy"},  # lazy exports resolve through importlib, not import statements
 }
@@ -155,3 +155,12 @@ def test_import_changes_no_jax_setting():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_cli_parser_loads_no_jax():
+    """``--device`` and ``fit-batch --distributed`` configure JAX before its backend starts, so
+    building the parser (every subcommand's) must not import JAX."""
+    code = "import sys; from avatar_jax.cli import _parser; _parser(); print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
