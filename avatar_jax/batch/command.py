@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--group-by", default=None, choices=["person", "folder"],
                    help="also fit each person's photos to one shared identity (groups/): 'person' = the "
                         "manifest's person column, 'folder' = one sub-folder of INPUT per person")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: jax.distributed.initialize() (auto-detected on TPU pods, SLURM and other "
+                        "clusters, or from --coordinator/--num-processes/--process-id), then this process fits "
+                        "the shard process_index/process_count of INPUT into the shared DIR (docs/batch.md)")
+    p.add_argument("--coordinator", default=None, help="--distributed: HOST:PORT of process 0")
+    p.add_argument("--num-processes", type=int, default=None, help="--distributed: number of processes")
+    p.add_argument("--process-id", type=int, default=None, help="--distributed: this process's index")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                    help="JAX platform (default: JAX's choice)")
@@ -55,11 +62,16 @@ def run(args) -> int:
     if args.device:
         jax.config.update("jax_platforms", args.device)
     from avatar_jax.batch.inputs import list_items, parse_shard, shard
+
+    try:  # jax.distributed first: it must run before anything starts JAX's backend
+        index, count = _distributed_shard(args) if args.distributed else parse_shard(args.shard)
+    except ValueError as err:
+        print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
+        return EXIT_USAGE
     from avatar_jax.batch.run import BatchConfig, fit_batch
     from avatar_jax.batch.store import SettingsMismatch
 
     try:
-        index, count = parse_shard(args.shard)
         config = BatchConfig(batch_size=args.batch_size, workers=args.workers, window=args.window,
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
                              exports=tuple(args.export), texture_size=args.texture_size,
@@ -76,6 +88,20 @@ def run(args) -> int:
         print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
         return EXIT_USAGE
     return _print_outcome(report, mine, groups)
+
+
+def _distributed_shard(args) -> tuple[int, int]:
+    """Join the jax.distributed job; its process index and count are the shard."""
+    import jax
+
+    if args.shard != "0/1":
+        raise ValueError("--distributed takes the shard from jax.distributed: drop --shard")
+    try:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    except (RuntimeError, ValueError) as err:  # no cluster detected, coordinator unreachable, ...
+        raise ValueError(f"--distributed: jax.distributed.initialize failed: {err}") from None
+    return jax.process_index(), jax.process_count()
 
 
 def _fit_groups(mine, items, report) -> dict:
