@@ -1,6 +1,6 @@
 """Copy the MediaPipe face models + canonical face model into the package, with their licence.
 
-    python tools/copy_mediapipe_assets.py [--src ../shared/assets/mediapipe]
+    python tools/copy_mediapipe_assets.py [--src ../shared/assets/mediapipe] [--wheel mediapipe-0.10.14-*.whl]
 
 Writes ``avatar_jax/landmarks/data/``: the three ``.tflite`` models, ``canonical_face_model.obj``,
 ``geometry_pipeline_metadata_landmarks.pbtxt`` (Procrustes weights), ``LICENSE.mediapipe``
@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "assets" / "mediapipe"
 DEST = REPO / "avatar_jax" / "landmarks" / "data"
 
+# From the PyPI wheel mediapipe==0.10.14 (pip download mediapipe==0.10.14 --no-deps): archive path -> packaged name
+WHEEL_FILES = {
+    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": "face_detection_full_range_sparse.tflite",
+}
+WHEEL_NOTE = ("\n`face_detection_full_range_sparse.tflite`: from the PyPI wheel `mediapipe==0.10.14` "
+              "(`mediapipe/modules/face_detection/`), unmodified, same licence.\n")
 FILES = {  # source name -> packaged name
     "face_detection_short_range.tflite": "face_detection_short_range.tflite",
     "face_landmark.tflite": "face_landmark.tflite",
@@ -83,6 +89,7 @@ def parse_procrustes_weights(path: Path) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC)
+    parser.add_argument("--wheel", type=Path, default=None, help="the mediapipe==0.10.14 wheel (full-range detector)")
     args = parser.parse_args()
     missing = [name for name in FILES if not (args.src / name).is_file()]
     if missing:
@@ -99,8 +106,25 @@ def main() -> None:
     rows.append("\n`canonical_face_model.npz`: `vertices [468,3]` (cm), `uvs [468,2]`, "
                 "`triangles [898,3]`, `procrustes_ids [33]`, `procrustes_weights [33]`, "
                 "parsed from the two files above.")
-    (DEST / "README.md").write_text(README_HEAD + "\n".join(rows) + "\n")
+    rows += _copy_from_wheel(args.wheel) if args.wheel else _packaged_rows(WHEEL_FILES.values())
+    readme = DEST / "README.md"
+    # other tools' sections (the iBUG-68 mapping) follow this one: keep them
+    rest = readme.read_text().partition("\n# `ibug68")[1:] if readme.is_file() else ("", "")
+    readme.write_text(README_HEAD + "\n".join(rows) + "\n" + WHEEL_NOTE + "".join(rest))
     print(f"copied {len(FILES)} files to {DEST}")
+
+
+def _copy_from_wheel(wheel: Path) -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        for member, name in WHEEL_FILES.items():
+            (DEST / name).write_bytes(archive.read(member))
+    return _packaged_rows(WHEEL_FILES.values())
+
+
+def _packaged_rows(names) -> list[str]:
+    return [f"| `{n}` | {(DEST / n).stat().st_size} | `{sha256(DEST / n)}` |" for n in names if (DEST / n).is_file()]
 
 
 if __name__ == "__main__":
