@@ -45,13 +45,13 @@ __all__ = ["FORMATS", "Avatar", "detect", "export_avatar", "face_fit", "fit_face
 
 
 def detect(image: np.ndarray, *, backend: str = "mediapipe", route="refined", max_faces: int | None = 1,
-           small_faces: bool | None = False) -> list[FaceLandmarks]:
+           small_faces: bool | None = None) -> list[FaceLandmarks]:
     """Faces of an RGB ``[H, W, 3]`` uint8 image with 68 landmarks each, largest first.
 
     ``route`` is any of :func:`avatar_jax.landmarks.detect_faces`'s routes or ``"fitted"`` /
     ``"hybrid"`` (the head model fitted to all 468 MediaPipe points, ``avatar_jax.fit.dense``).
-    ``small_faces=False`` by default: a face under ~100 px gives no usable texture and the tiled
-    small-face pass can fire on animal faces (docs/landmarks.md).
+    ``small_faces``: None (default) tiles the image for small faces when the full frame (the
+    full-range detector) finds none; True always tiles, False never (docs/landmarks.md).
     """
     route = FITTED_ROUTES.get(route, route) if isinstance(route, str) else route
     extra = {"route": route, "small_faces": small_faces} if backend == "mediapipe" else {}

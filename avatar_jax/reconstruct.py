@@ -71,7 +71,9 @@ def _one_photo(path, out_dir, options, model, shape_source) -> list[Outcome]:
     except ImageLoadError as err:
         return [Outcome(path, Status.UNREADABLE, str(err))]
     try:
-        faces = pipeline.detect(image, backend=options.backend, max_faces=None if options.all_faces else 1)
+        # every face: tile the photo too (a crowd's small faces); the largest: tile only if none is found
+        faces = pipeline.detect(image, backend=options.backend, max_faces=None if options.all_faces else 1,
+                                small_faces=True if options.all_faces else None)
     except (ValueError, RuntimeError) as err:  # keep the batch going
         return [Outcome(path, Status.FAILED, f"{path}: detection failed: {type(err).__name__}: {err}")]
     if not faces:

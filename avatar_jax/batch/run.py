@@ -284,7 +284,7 @@ class _Streamer:
             return detect_faces(image, backend=self.config.backend, max_faces=1)
         if not hasattr(self.local, "detector"):
             self.local.detector = FaceMeshPipeline(num_threads=1)
-        return detect_faces(image, backend="mediapipe", max_faces=1, route=route, small_faces=False,
+        return detect_faces(image, backend="mediapipe", max_faces=1, route=route, small_faces=None,
                             pipeline=self.local.detector)
 
     # --- stage 2 (main thread): one fit per batch

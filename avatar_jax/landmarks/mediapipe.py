@@ -236,29 +236,48 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- detector decode
 
-def ssd_anchors(input_size: int = DETECTOR_SIZE, strides=(8, 16, 16, 16)) -> np.ndarray:
-    """``[896, 2]`` anchor centres in [0, 1] (SsdAnchorsCalculator, fixed size, 2 per layer)."""
+def ssd_anchors(input_size: int = DETECTOR_SIZE, strides=(8, 16, 16, 16), per_layer: int = 2) -> np.ndarray:
+    """Anchor centres ``[A, 2]`` in [0, 1] (SsdAnchorsCalculator, fixed size, ``per_layer`` anchors
+    per layer: 2 with an interpolated-scale anchor, as the short-range model; 1 without)."""
     centers = []
     layer = 0
     while layer < len(strides):
         same = sum(1 for s in strides[layer:] if s == strides[layer])
-        # consecutive layers with one stride share a feature map, 2 anchors per layer
+        # consecutive layers with one stride share a feature map
         fm = math.ceil(input_size / strides[layer])
         grid = (np.stack(np.meshgrid(np.arange(fm), np.arange(fm)), -1).reshape(-1, 2) + 0.5) / fm
-        centers.append(np.repeat(grid, 2 * same, axis=0))
+        centers.append(np.repeat(grid, per_layer * same, axis=0))
         layer += same
     return np.concatenate(centers).astype(np.float32)
 
 
-ANCHORS = ssd_anchors()
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """A BlazeFace model and its MediaPipe graph options (``face_detection_*.pbtxt``)."""
+
+    model: str
+    size: int
+    anchors: np.ndarray
+    min_score: float
 
 
-def decode_detections(regressors: np.ndarray, logits: np.ndarray, min_score: float):
-    """Decode raw BlazeFace outputs ``[896, 16]``, ``[896]`` to boxes ``[N, 4]``, keypoints
+DETECTORS = {
+    # faces within ~2 m: 128x128, 896 anchors, score >= 0.5
+    "short_range": DetectorSpec("face_detection_short_range", 128, ssd_anchors(), 0.5),
+    # faces within ~5 m (smaller in the frame): 192x192, one 48x48 layer of anchors, score >= 0.6
+    "full_range": DetectorSpec("face_detection_full_range_sparse", 192, ssd_anchors(192, (4,), 1), 0.6),
+}
+ANCHORS = DETECTORS["short_range"].anchors
+_DETECTOR_OUTPUTS = {"short_range": ("regressors", "classificators"), "full_range": ("Identity", "Identity_1")}
+
+
+def decode_detections(regressors: np.ndarray, logits: np.ndarray, min_score: float,
+                      spec: DetectorSpec = DETECTORS["short_range"]):
+    """Decode raw BlazeFace outputs ``[A, 16]``, ``[A]`` to boxes ``[N, 4]``, keypoints
     ``[N, 6, 2]`` in tensor-normalised [0, 1] coordinates, and scores ``[N]`` >= ``min_score``."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
     keep = scores >= min_score
-    raw, anchors = regressors[keep] / DETECTOR_SIZE, ANCHORS[keep]
+    raw, anchors = regressors[keep] / spec.size, spec.anchors[keep]
     center = raw[:, 0:2] + anchors
     half = raw[:, 2:4] / 2
     boxes = np.concatenate([center - half, center + half], axis=1)
@@ -340,7 +359,7 @@ class FaceMeshPipeline:
 
     Args:
       num_threads: LiteRT CPU threads per model.
-      min_detection_score: BlazeFace score threshold (MediaPipe default 0.5).
+      min_detection_score: BlazeFace score threshold (None: MediaPipe's, 0.5 short range, 0.6 full range).
       min_presence: face-presence threshold of the mesh model; faces below it are dropped.
       iris: run the iris model (478 points) and refine the eye contours.
       two_pass: re-run the mesh from the first pass's landmarks.
@@ -348,6 +367,9 @@ class FaceMeshPipeline:
       min_face: smallest face side (pixels of the original image) the tiled pass aims to find.
       antialias: area-average crops that shrink the image by 2x or more (see :func:`crop`);
         False samples bilinearly like MediaPipe.
+      detector: ``"full_range"`` (default: BlazeFace 192, faces within ~5 m, i.e. smaller in the
+        frame; it finds far more of the faces in group photos, docs/landmarks.md) or
+        ``"short_range"`` (BlazeFace 128, faces within ~2 m; what MediaPipe's FaceMesh uses).
       grid: crop sampling grid, ``"centres"`` (crop pixel centres; the models' outputs are
         centred on them, see docs/landmarks.md) or ``"mediapipe"`` (MediaPipe's grid, half a crop
         pixel up-left, and its full-frame detector ROI centred at (W/2, H/2)). With
@@ -357,12 +379,17 @@ class FaceMeshPipeline:
     mode (``refine_landmarks=False``).
     """
 
-    def __init__(self, num_threads: int = 1, min_detection_score: float = 0.5,
+    def __init__(self, num_threads: int = 1, min_detection_score: float | None = None,
                  min_presence: float = 0.5, iris: bool = True, two_pass: bool = True,
                  max_side: int = 4096, min_face: float = 40.0, antialias: bool = True,
-                 grid: str = "centres"):
+                 grid: str = "centres", detector: str = "full_range"):
         _grid_edge(grid)  # validate before loading models
-        self.detector = _Model("face_detection_short_range", ("regressors", "classificators"), num_threads)
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
+        # the full-range model misses faces turned 90 degrees (an un-rotated phone photo), which
+        # the short-range one finds: it is the full frame's second try
+        names = [detector] + (["short_range"] if detector == "full_range" else [])
+        self.detectors = [(DETECTORS[n], _Model(DETECTORS[n].model, _DETECTOR_OUTPUTS[n], num_threads)) for n in names]
         self.mesh = _Model("face_landmark", ("conv2d_21", "conv2d_31"), num_threads)
         self.iris = _Model("iris_landmark", ("output_eyes_contours_and_brows", "output_iris"),
                            num_threads) if iris else None
@@ -379,29 +406,33 @@ class FaceMeshPipeline:
         """MediaPipe FaceMesh, ``static_image_mode=True``, ``refine_landmarks=False``: one mesh pass
         on the detection ROI, plain bilinear crops on MediaPipe's grid, no iris. Call it with
         ``small_faces=False`` (MediaPipe does not tile)."""
-        options = dict(iris=False, two_pass=False, antialias=False, grid="mediapipe")
+        options = dict(iris=False, two_pass=False, antialias=False, grid="mediapipe", detector="short_range")
         return cls(num_threads=num_threads, **(options | kwargs))
 
     # -- stages ---------------------------------------------------------------------------
-    def detect_in(self, image: np.ndarray, roi: Roi, border: int = cv2.BORDER_CONSTANT) -> list[Detection]:
-        """Run BlazeFace on the (axis-aligned) square ``roi`` of ``image``; image-pixel detections."""
-        patch = crop(image, roi, DETECTOR_SIZE, border, self.antialias, self.grid)
-        regressors, logits = self.detector(patch.astype(np.float32) / 127.5 - 1.0)
-        boxes, kps, scores = decode_detections(regressors, logits[:, 0], self.min_detection_score)
+    def detect_in(self, image: np.ndarray, roi: Roi, border: int = cv2.BORDER_CONSTANT,
+                  detector: int = 0) -> list[Detection]:
+        """Run BlazeFace (``self.detectors[detector]``) on the (axis-aligned) square ``roi`` of
+        ``image``; image-pixel detections."""
+        spec, model = self.detectors[detector]
+        size = spec.size
+        patch = crop(image, roi, size, border, self.antialias, self.grid)
+        regressors, logits = model(patch.astype(np.float32) / 127.5 - 1.0)
+        min_score = spec.min_score if self.min_detection_score is None else self.min_detection_score
+        boxes, kps, scores = decode_detections(regressors, logits[:, 0], min_score, spec)
         dets = []
         for box, kp, score in weighted_nms(boxes, kps, scores):
-            corners = project(box.reshape(2, 2) * DETECTOR_SIZE, roi, DETECTOR_SIZE)
-            dets.append(Detection(box=corners.reshape(4), score=score,
-                                  keypoints=project(kp * DETECTOR_SIZE, roi, DETECTOR_SIZE)))
+            corners = project(box.reshape(2, 2) * size, roi, size)
+            dets.append(Detection(box=corners.reshape(4), score=score, keypoints=project(kp * size, roi, size)))
         return dets
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def detect(self, image: np.ndarray, detector: int = 0) -> list[Detection]:
         """Full-frame detection, letterboxed to the detector's square input."""
         h, w = image.shape[:2]
         # MediaPipe's full-image ROI is centred at (W/2, H/2) in its coordinates
         shift = 0.0 if self.grid == "mediapipe" else 0.5
         center = np.array([w / 2 - shift, h / 2 - shift])
-        return self.detect_in(image, Roi(center=center, size=float(max(w, h))))
+        return self.detect_in(image, Roi(center=center, size=float(max(w, h))), detector=detector)
 
     def detect_tiled(self, image: np.ndarray, level_rois: list[Roi]) -> list[Detection]:
         """Detections from every tile of one level, merged by weighted NMS."""
@@ -450,7 +481,9 @@ class FaceMeshPipeline:
         False never tiles.
         """
         work, scale = self._working_image(image)
-        results = self._faces_from(work, self.detect(work), [], max_faces)
+        results = []
+        for i in range(len(self.detectors)):  # the next detector only where the previous found none
+            results = results or self._faces_from(work, self.detect(work, i), [], max_faces)
         if small_faces is not False:
             h, w = work.shape[:2]
             for level in tile_levels(w, h, self.min_face * scale):
