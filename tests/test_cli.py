@@ -62,3 +62,12 @@ def test_reconstruct_all_faces_fits_every_face_in_one_batch(tmp_path, testdata):
     faces = pipeline.detect(image, max_faces=None)
     alone = pipeline.face_fit(pipeline.fit_faces(image, faces[1:2]), 0)  # the second face fitted on its own
     assert abs(reports[1]["reprojection_error_px"] - float(alone.reprojection_error)) < 0.05
+
+
+def test_all_faces_writes_one_avatar_per_face_of_a_group_photo(tmp_path, testdata):
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(testdata / "dlib_2008_002470.jpg"), "--all-faces", "--out", str(out),
+                 "--texture-size", "64", "--formats", "obj", "--no-overlay"]) == 0
+    reports = sorted(out.glob("dlib_2008_002470_face*.json"))
+    assert len(reports) >= 6  # the 6 labelled faces (37-53 px), maybe more people at the table
+    assert all(json.loads(r.read_text())["reprojection_error_px"] < 3.0 for r in reports)

@@ -81,14 +81,52 @@ def test_multiple_faces_largest_first(testdata):
 
 def test_no_face(testdata):
     img = load_image(testdata / "dlib_dogs.jpg")
-    assert detect_faces(img, small_faces=False) == []
+    assert detect_faces(img, small_faces=True) == []  # every tile too: the mesh's face score rejects dogs
     assert detect_faces(np.full((300, 400, 3), 128, np.uint8)) == []
 
 
-def test_small_faces_found_by_tiling(testdata):
-    img = load_image(testdata / "dlib_2007_007763.jpg")  # 7 faces of ~37-45 px
-    assert len(detect_faces(img, small_faces=False)) == 0
-    assert len(detect_faces(img)) >= 6
+def _labelled_boxes(testdata, stem):
+    """Every labelled face of a photo as a landmark box ``[x0, y0, x1, y1]``."""
+    from avatar_jax.io.pts import read_pts
+
+    return [np.concatenate([p.min(0), p.max(0)]) for p in
+            (read_pts(f, 0)[:, :2] for f in sorted(testdata.glob(f"{stem}*.pts")))]
+
+
+def _found(faces, boxes) -> int:
+    from avatar_jax.landmarks.mediapipe import box_iou
+
+    found = [np.concatenate([f.landmarks68.min(0), f.landmarks68.max(0)]) for f in faces]
+    return sum(any(box_iou(b, g) > 0.3 for g in found) for b in boxes)
+
+
+def test_group_photos_recall_with_the_full_range_detector(testdata):
+    """The labelled group photos' small faces (37-53 px): the full-range detector finds them in
+    the whole frame, where the short-range one found none; tiling finds the last one."""
+    from avatar_jax.landmarks.mediapipe import FaceMeshPipeline
+
+    short = FaceMeshPipeline(detector="short_range")
+    counts = {}
+    for stem in ("dlib_2007_007763", "dlib_2008_002470"):  # 7 and 6 labelled faces
+        img, boxes = load_image(testdata / f"{stem}.jpg"), _labelled_boxes(testdata, stem)
+        counts[stem] = (len(boxes), _found(detect_faces(img, small_faces=False), boxes),
+                        _found(detect_faces(img, small_faces=True), boxes),
+                        len(detect_faces(img, small_faces=False, pipeline=short)))
+    assert counts["dlib_2007_007763"][3] == 0  # the short-range detector alone misses them all
+    assert sum(c[1] for c in counts.values()) >= 12, counts  # of 13, whole frame only
+    assert all(c[2] == c[0] for c in counts.values()), counts  # every one with tiling
+
+
+def test_a_small_face_in_a_very_large_photo_is_found(testdata):
+    face = load_image(testdata / "fr_obama.jpg")  # scaled so the face is ~450 px wide
+    box = detect_faces(face)[0].box
+    scale = 450 / (box[2:] - box[:2]).max()
+    face = np.asarray(Image.fromarray(face).resize((round(face.shape[1] * scale), round(face.shape[0] * scale))))
+    canvas = np.full((8000, 12000, 3), 90, np.uint8)
+    canvas[-face.shape[0] - 200:-200, 300:300 + face.shape[1]] = face  # bottom-left corner
+    (found,) = detect_faces(canvas)
+    x0, y0, x1, y1 = found.box
+    assert 300 <= x0 and x1 <= 300 + face.shape[1] and y0 >= 8000 - 200 - face.shape[0] and y1 <= 7800
 
 
 def test_grayscale_rotated_tiny_huge(testdata):
@@ -170,7 +208,7 @@ def test_mirror_maps_a_mirrored_faces_points(testdata):
     ref_face = detect_faces(img)[0]
     flipped_face = detect_faces(np.ascontiguousarray(img[:, ::-1]))[0]
     ref, flipped = ref_face.landmarks68, flipped_face.landmarks68
-    assert _nme(ibug68.mirror68(ref, img.shape[1]), flipped) < 0.02
+    assert _nme(ibug68.mirror68(ref, img.shape[1]), flipped) < 0.03  # the detectors are not exactly symmetric
     yaw, yaw_flipped = ibug68.head_yaw(ref_face.landmarks478), ibug68.head_yaw(flipped_face.landmarks478)
     assert yaw < -0.3 and abs(yaw + yaw_flipped) < 0.05  # radians: the mirror turns the other way
     # the identity order (no permutation) would put each point on the wrong side of the face
