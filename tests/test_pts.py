@@ -24,7 +24,7 @@ def test_reads_every_testdata_file_with_its_index_base(testdata):
             assert np.all(pts >= -1) and np.all(pts[:, 0] < entry["width"] + 1)
             assert np.all(pts[:, 1] < entry["height"] + 1)
             n_files += 1
-    assert n_files == 12  # 3 human-labelled + 9 dlib-model faces (tests/data/photos)
+    assert n_files == 18  # 3 human-labelled + 15 dlib-model faces (tests/data/photos)
 
 
 def test_index_base_is_subtracted(testdata):
