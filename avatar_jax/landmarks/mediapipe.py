@@ -3,9 +3,11 @@
 Re-implements the pre- and post-processing of the MediaPipe v0.10 graphs around the three
 packaged ``.tflite`` models (Apache-2.0, see ``data/README.md``):
 
-* ``face_detection_short_range`` (BlazeFace, 128x128): letterboxed RGB in [-1, 1], 896 SSD anchors
-  (strides 8,16,16,16, fixed size), sigmoid scores >= 0.5, weighted NMS at IoU 0.3
-  (``face_detection_short_range.pbtxt``, ``face_detection.pbtxt``).
+* ``face_detection_full_range_sparse`` (BlazeFace, 192x192, the default): letterboxed RGB in
+  [-1, 1], 2304 SSD anchors (one 48x48 layer, stride 4, fixed size), sigmoid scores >= 0.6,
+  weighted NMS at IoU 0.3 (``face_detection_full_range.pbtxt``); where it finds no face,
+  ``face_detection_short_range`` (128x128, 896 anchors at strides 8,16,16,16, scores >= 0.5,
+  ``face_detection_short_range.pbtxt``), which also finds faces turned by 90 degrees.
 * ROI from a detection: the detector box, rotated so that the eye keypoints (0 -> 1) are
   horizontal, squared on its long side and scaled by 1.5 (``face_detection_front_detection_to_roi``).
 * ``face_landmark`` (192x192, RGB in [0, 1], replicated border): 468 x (x, y, z) in crop pixels,
@@ -36,8 +38,8 @@ mirrored crops put the detector's and iris model's symmetry centre at S/2, i.e. 
 ``FaceMesh(static_image_mode=True)`` to ~0.1 px (``tests/test_mediapipe_reference.py``,
 docs/landmarks.md); its coordinates are MediaPipe's normalised values times the image size.
 
-Small faces: the short-range detector sees the whole image at 128x128, so faces below about
-1/6 of the long image side are missed. :func:`tile_levels` covers the image with overlapping
+Small faces: the detectors see the whole image at 192x192 (128x128), so faces below about 1/12
+(1/6) of the long image side are missed. :func:`tile_levels` covers the image with overlapping
 square tiles at several scales (down to tiles ~5x the minimum face size); detections from the
 tiles of a level are merged by weighted NMS. :class:`FaceMeshPipeline` runs the levels when the
 full-frame pass yields no face, or always with ``small_faces=True``.
@@ -304,8 +306,8 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 
 def tile_levels(width: int, height: int, min_face: float) -> list[list[Roi]]:
     """Overlapping square tiles at halving scales, coarse to fine: from half the long side down to
-    tiles about 5x ``min_face`` (so a face of ``min_face`` pixels covers ~25 px of the 128-px
-    detector input). Stride = half a tile, so every face smaller than half a tile lies wholly
+    tiles about 5x ``min_face`` (so a face of ``min_face`` pixels covers ~38 px of the full-range
+    detector's 192-px input). Stride = half a tile, so every face smaller than half a tile lies wholly
     inside some tile of its level."""
     smallest = max(min_face * 5.0, 64.0)
     levels = []
