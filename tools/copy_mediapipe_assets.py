@@ -25,7 +25,8 @@ DEST = REPO / "avatar_jax" / "landmarks" / "data"
 
 # From the PyPI wheel mediapipe==0.10.14 (pip download mediapipe==0.10.14 --no-deps): archive path -> packaged name
 WHEEL_FILES = {
-    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": "face_detection_full_range_sparse.tflite",
+    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite":
+        "face_detection_full_range_sparse.tflite",
 }
 WHEEL_NOTE = ("\n`face_detection_full_range_sparse.tflite`: from the PyPI wheel `mediapipe==0.10.14` "
               "(`mediapipe/modules/face_detection/`), unmodified, same licence.\n")
