@@ -2,6 +2,7 @@
 
     python benchmarks/batch_throughput.py [--num 1024] [--num-e2e 256] [--batch-sizes 16 64 256]
                                           [--workers 2]
+    python benchmarks/batch_throughput.py --rss-lengths 256 1024 4096   # memory vs input length
 
 (a) fitting alone: a CSV manifest of ``--num`` items, each the landmark file (.npy) of one of the
     test photos with the human-labelled points (tests/data/photos/*.pts), jittered by 1 px
@@ -124,7 +125,14 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--single", type=int, default=128, help="images for the one-at-a-time baselines")
+    ap.add_argument("--rss-lengths", type=int, nargs="+", default=None,
+                    help="only: peak RSS of one fresh process per input length (user landmarks, batch 64)")
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_child is not None:
+        return _rss_child(args.rss_child, args.workers)
+    if args.rss_lengths:
+        return _rss_table(args.rss_lengths, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         lm_manifest = landmark_manifest(scratch, args.num)
@@ -141,6 +149,29 @@ def main() -> None:
                 r = batched(manifest, b, args.workers, scratch)
                 print(f"| {name} | {b} | {r['images_per_s']:.1f} | {r['fit_stage_images_per_s']:.1f} | "
                       f"{r['images_per_s'] / single:.1f}x | {r['counts']} | {_peak_rss_mib():.0f} |", flush=True)
+
+
+def _rss_table(lengths, workers: int) -> None:
+    """Peak RSS against the number of images, each length in a fresh process."""
+    import subprocess
+    import sys
+
+    print("| images | wall s | images/s | peak RSS (MiB) |")
+    print("|---|---|---|---|")
+    for n in lengths:
+        out = subprocess.run([sys.executable, __file__, "--rss-child", str(n), "--workers", str(workers)],
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        wall, rss = (float(x) for x in out.split())
+        print(f"| {n} | {wall:.1f} | {n / wall:.1f} | {rss:.0f} |", flush=True)
+
+
+def _rss_child(num: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        items = list_items(landmark_manifest(Path(tmp), num))
+        config = BatchConfig(batch_size=64, workers=workers)
+        t = time.perf_counter()
+        fit_batch(items, Path(tmp) / "out", config)
+        print(time.perf_counter() - t, _peak_rss_mib())
 
 
 def _peak_rss_mib() -> float:
