@@ -49,8 +49,7 @@ def load_wav(path: str | Path) -> Speech:
 def as_speech(data, rate: int, source: str = "audio") -> Speech:
     """``[N]`` or ``[N, C]`` samples (int8/uint8/int16/int32 PCM or float in [-1, 1]) -> :class:`Speech`."""
     data = np.asarray(data)
-    if not MIN_RATE <= int(rate) <= MAX_RATE:
-        raise AudioError(f"{source}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    check_rate(rate, source)
     if data.ndim not in (1, 2) or data.shape[0] == 0 or data.size == 0:
         raise AudioError(f"{source}: no audio samples (shape {data.shape})")
     if data.dtype == np.uint8:
@@ -65,6 +64,12 @@ def as_speech(data, rate: int, source: str = "audio") -> Speech:
         raise AudioError(f"{source}: audio contains NaN or infinite samples")
     mono = x.mean(axis=1) if x.ndim == 2 else x
     return Speech(np.clip(mono, -1.0, 1.0).astype(np.float32), int(rate), source)
+
+
+def check_rate(rate: int, source: str = "audio") -> None:
+    """AudioError unless ``rate`` is within the supported 8-48 kHz."""
+    if not MIN_RATE <= int(rate) <= MAX_RATE:
+        raise AudioError(f"{source}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
 
 
 def resample(speech: Speech, rate: int = ANALYSIS_RATE) -> Speech:

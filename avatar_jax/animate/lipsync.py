@@ -19,9 +19,8 @@ from typing import Callable
 import numpy as np
 
 from avatar_jax.animate import visemes
-from avatar_jax.animate.audio import Speech, as_speech, load_wav
-from avatar_jax.animate.speech import (HOP_S, QUIET_DBFS, PhoneSegment, PocketSphinxPhones, features,
-                                       speech_level)
+from avatar_jax.animate.audio import Speech, as_speech, check_rate, load_wav
+from avatar_jax.animate.speech import HOP_S, QUIET_DBFS, PhoneSegment, PocketSphinxPhones, features
 from avatar_jax.model.arkit import ARKIT_NAMES
 
 Recognizer = Callable[[Speech], "list[PhoneSegment]"]
@@ -58,7 +57,7 @@ def animate(audio: str | Path | Speech, *, fps: float = 30.0, recognizer: Recogn
     count = max(1, int(np.floor(speech.duration * fps)) + 1)
     times = np.arange(count) / fps
     idle = Idle.from_seed(seed, blinks, head_motion)
-    weights, loud, phones = _window(speech, _resolve(recognizer), times, level=None)
+    weights, loud, phones, _ = _window(speech, _resolve(recognizer), times)
     return _finish(weights, loud, times, idle, fps, phones)
 
 
@@ -67,14 +66,15 @@ def _check_fps(fps: float) -> None:
         raise ValueError(f"animate: fps must be in [1, 240], got {fps}")
 
 
-def _window(speech: Speech, recognizer, times, level):
-    """Mouth weights ``[T, 52]`` and loudness ``[T]`` at ``times`` (s from the speech's start)."""
-    feats = features(speech, level=level)
+def _window(speech: Speech, recognizer, times, min_level: float = QUIET_DBFS):
+    """Mouth weights ``[T, 52]``, loudness ``[T]`` at ``times`` (s from the speech's start), the
+    phones and the speech level the loudness is relative to (:func:`~.speech.features`)."""
+    feats = features(speech, min_level)
     phones = list(recognizer(speech)) if recognizer is not None else []
     t_feat = np.arange(len(feats.loudness)) * HOP_S
     mouth = _mouth(phones, feats, t_feat)
     weights = np.stack([np.interp(times, t_feat, mouth[:, k]) for k in range(mouth.shape[1])], 1)
-    return weights, np.interp(times, t_feat, feats.loudness), phones
+    return weights, np.interp(times, t_feat, feats.loudness), phones, feats.level
 
 
 def _finish(weights, loud, times, idle, fps, phones, start_frame: int = 0) -> Animation:
@@ -103,7 +103,7 @@ class AnimationStream:
                  blinks: bool = True, head_motion: bool = True):
         _check_fps(fps)
         self.rate, self.fps = int(rate), float(fps)
-        as_speech(np.zeros(16, np.float32), self.rate)  # checks the rate
+        check_rate(self.rate, "stream")
         self._recognizer = _resolve(recognizer)
         slow = self._recognizer is not None  # a recogniser wants context and costs a decode per hop
         self.hop_s = hop_s if hop_s is not None else (0.25 if slow else 0.05)
@@ -147,8 +147,7 @@ class AnimationStream:
         times = frames / self.fps
         t0 = self._buffer_start / self.rate
         window = Speech(self._buffer, self.rate, "stream")
-        self._level = max(self._level, speech_level(window))
-        weights, loud, phones = _window(window, self._recognizer, times - t0, self._level)
+        weights, loud, phones, self._level = _window(window, self._recognizer, times - t0, self._level)
         self._next_frame = int(frames[-1]) + 1
         keep = int(self.window_s * self.rate)
         if len(self._buffer) > keep:

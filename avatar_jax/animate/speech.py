@@ -34,12 +34,13 @@ class PhoneSegment:
 @dataclasses.dataclass(frozen=True)
 class Features:
     """Per-frame acoustic features at ``HOP_S`` steps: ``loudness [T]`` in [0, 1] of the oral band
-    (0 = silence or closed lips, relative to the clip's speech level), ``brightness [T]`` in [0, 1]
-    (share of energy above 1 kHz: low for rounded vowels and nasals, high for spread vowels and
-    fricatives)."""
+    (0 = silence or closed lips, relative to ``level``, the speech level in dBFS it was measured
+    against), ``brightness [T]`` in [0, 1] (share of energy above 1 kHz: low for rounded vowels
+    and nasals, high for spread vowels and fricatives)."""
 
     loudness: np.ndarray
     brightness: np.ndarray
+    level: float
 
 
 class PocketSphinxPhones:
@@ -79,20 +80,14 @@ def _phone_symbol(word: str) -> str:
     return word.upper()
 
 
-def features(speech: Speech, level: float | None = None) -> Features:
-    """Loudness and brightness per ``HOP_S`` frame of the speech; ``level`` (dBFS): the speech level
-    loudness is relative to (None: this clip's, :func:`speech_level`)."""
+def features(speech: Speech, min_level: float = QUIET_DBFS) -> Features:
+    """Loudness and brightness per ``HOP_S`` frame of the speech. Loudness is relative to the
+    clip's speech level (95th percentile of its frames' oral-band level), taken as at least
+    ``min_level`` dBFS: silence stays silent, and a stream passes the loudest level heard so far."""
     db, high = _frame_levels(speech)
-    level = speech_level(speech, db) if level is None else level
+    level = max(float(np.percentile(db, 95)), min_level)
     loudness = np.clip((db - (level - LOUDNESS_RANGE_DB)) / LOUDNESS_RANGE_DB, 0.0, 1.0)
-    return Features(loudness.astype(np.float32), np.clip(high, 0.0, 1.0).astype(np.float32))
-
-
-def speech_level(speech: Speech, db: np.ndarray | None = None) -> float:
-    """The clip's speech level in dBFS (95th percentile of its frames' oral-band level), at least
-    ``QUIET_DBFS`` so that silence stays silent."""
-    db = _frame_levels(speech)[0] if db is None else db
-    return max(float(np.percentile(db, 95)), QUIET_DBFS)
+    return Features(loudness.astype(np.float32), np.clip(high, 0.0, 1.0).astype(np.float32), level)
 
 
 def _frame_levels(speech: Speech):
@@ -101,8 +96,8 @@ def _frame_levels(speech: Speech):
     hop, win = int(HOP_S * ANALYSIS_RATE), int(WINDOW_S * ANALYSIS_RATE)
     count = max(1, int(np.ceil(len(x) / hop)))
     padded = np.pad(x, (win // 2, win + count * hop))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][:count] * np.hanning(win)
     window = np.hanning(win)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][:count] * window
     spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(win, 1.0 / ANALYSIS_RATE)
     # Oral band only: closed lips (/b m/, stop closures) keep a low voicing or nasal murmur that

@@ -77,13 +77,13 @@ def coarticulated(segments, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     each time's dominance from recognised phones (0 where only noise / unknown phones are near:
     the caller falls back to the acoustic features there)."""
     times = np.asarray(times, np.float64)
-    known = [(s, viseme_of(s.phone)) for s in segments]
     num = np.zeros((len(times), len(ARKIT_NAMES)))
     den = np.full(len(times), 1e-6)
-    for seg, vis in known:
-        centre, half = 0.5 * (seg.start + seg.end), 0.5 * (seg.end - seg.start)
+    for seg in segments:
+        vis = viseme_of(seg.phone)
         if vis is None:
             continue
+        centre, half = 0.5 * (seg.start + seg.end), 0.5 * (seg.end - seg.start)
         sigma = max(MIN_SPREAD_S, 0.5 * (seg.end - seg.start))
         dist = np.maximum(np.abs(times - centre) - 0.5 * half, 0.0)  # flat top over the phone's middle
         dom = VISEMES[vis][1] * np.exp(-0.5 * (dist / sigma) ** 2)
