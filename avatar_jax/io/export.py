@@ -179,19 +179,7 @@ def write_glb(path, verts, triangles, uvs, triangle_uvs, texture,
 
     def add(array: np.ndarray, gl_type: str, component: int, target: int | None,
             with_bounds: bool = False) -> int:
-        while len(blob) % 4:
-            blob.append(0)
-        data = np.ascontiguousarray(array).tobytes()
-        views.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data),
-                                   target=target))
-        blob.extend(data)
-        acc = gl.Accessor(bufferView=len(views) - 1, componentType=component,
-                          count=len(array), type=gl_type)
-        if with_bounds:
-            acc.min = array.min(0).tolist()
-            acc.max = array.max(0).tolist()
-        accessors.append(acc)
-        return len(accessors) - 1
+        return _append_accessor(blob, views, accessors, array, gl_type, component, target, with_bounds)
 
     pos_acc = add(positions, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, True)
     nrm_acc = add(normals, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER)
@@ -275,6 +263,25 @@ def read_glb_rig(path) -> dict:
             "texture": texture}
 
 
+def _append_accessor(blob: bytearray, views: list, accessors: list, array: np.ndarray, gl_type: str,
+                     component: int, target: int | None, with_bounds: bool) -> int:
+    """Append ``array`` (``[N]`` or ``[N, C]``) to the binary blob, 4-byte aligned, as a buffer view
+    and an accessor (with per-component min/max when ``with_bounds``); returns the accessor index."""
+    import pygltflib as gl
+
+    while len(blob) % 4:
+        blob.append(0)
+    data = np.ascontiguousarray(array).tobytes()
+    views.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target))
+    blob.extend(data)
+    acc = gl.Accessor(bufferView=len(views) - 1, componentType=component, count=len(array), type=gl_type)
+    if with_bounds:
+        acc.min = np.atleast_1d(array.min(0)).tolist()
+        acc.max = np.atleast_1d(array.max(0)).tolist()
+    accessors.append(acc)
+    return len(accessors) - 1
+
+
 _COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
@@ -305,17 +312,8 @@ def add_animation(src, dst, times, weights, rotations=None, *, name: str = "spee
     blob = bytearray(gltf.binary_blob())
 
     def add(array: np.ndarray, gl_type: str, with_bounds: bool = False) -> int:
-        while len(blob) % 4:
-            blob.append(0)
-        data = np.ascontiguousarray(array, np.float32).tobytes()
-        gltf.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data)))
-        blob.extend(data)
-        count = len(array) if gl_type != gl.SCALAR else array.size
-        acc = gl.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=gl.FLOAT, count=count, type=gl_type)
-        if with_bounds:
-            acc.min, acc.max = [float(array.min())], [float(array.max())]
-        gltf.accessors.append(acc)
-        return len(gltf.accessors) - 1
+        return _append_accessor(blob, gltf.bufferViews, gltf.accessors, np.asarray(array, np.float32), gl_type,
+                                gl.FLOAT, None, with_bounds)
 
     node = gltf.scenes[gltf.scene or 0].nodes[0]
     samplers = [gl.AnimationSampler(input=add(times, gl.SCALAR, True), output=add(weights.ravel(), gl.SCALAR),
