@@ -261,16 +261,18 @@ class DetectorSpec:
     size: int
     anchors: np.ndarray
     min_score: float
+    outputs: tuple[str, str]  # the model's (regressors, scores) output tensors
 
 
 DETECTORS = {
     # faces within ~2 m: 128x128, 896 anchors, score >= 0.5
-    "short_range": DetectorSpec("face_detection_short_range", 128, ssd_anchors(), 0.5),
+    "short_range": DetectorSpec("face_detection_short_range", 128, ssd_anchors(), 0.5,
+                                ("regressors", "classificators")),
     # faces within ~5 m (smaller in the frame): 192x192, one 48x48 layer of anchors, score >= 0.6
-    "full_range": DetectorSpec("face_detection_full_range_sparse", 192, ssd_anchors(192, (4,), 1), 0.6),
+    "full_range": DetectorSpec("face_detection_full_range_sparse", 192, ssd_anchors(192, (4,), 1), 0.6,
+                               ("Identity", "Identity_1")),
 }
 ANCHORS = DETECTORS["short_range"].anchors
-_DETECTOR_OUTPUTS = {"short_range": ("regressors", "classificators"), "full_range": ("Identity", "Identity_1")}
 
 
 def decode_detections(regressors: np.ndarray, logits: np.ndarray, min_score: float,
@@ -391,7 +393,8 @@ class FaceMeshPipeline:
         # the full-range model misses faces turned 90 degrees (an un-rotated phone photo), which
         # the short-range one finds: it is the full frame's second try
         names = [detector] + (["short_range"] if detector == "full_range" else [])
-        self.detectors = [(DETECTORS[n], _Model(DETECTORS[n].model, _DETECTOR_OUTPUTS[n], num_threads)) for n in names]
+        specs = [DETECTORS[n] for n in names]
+        self.detectors = [(spec, _Model(spec.model, spec.outputs, num_threads)) for spec in specs]
         self.mesh = _Model("face_landmark", ("conv2d_21", "conv2d_31"), num_threads)
         self.iris = _Model("iris_landmark", ("output_eyes_contours_and_brows", "output_iris"),
                            num_threads) if iris else None
