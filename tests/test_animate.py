@@ -17,7 +17,7 @@ from avatar_jax.animate import AudioError, animate, as_speech, load_wav
 from avatar_jax.cli import main
 from avatar_jax.io.export import write_glb
 from avatar_jax.model import ARKIT_NAMES, arkit, load_head_model
-from avatar_jax.texture.caps import capped_model
+from avatar_jax.texture.caps import capped_model, extend_vertices
 
 # A sentence the curves were not tuned on (tuning used "papa bought my map").
 SENTENCE = "Bob and Emma made a big apple pie"
@@ -36,11 +36,9 @@ def spoken(tmp_path_factory):
 @pytest.fixture(scope="module")
 def avatar_glb(tmp_path_factory):
     """The capped head as an ARKit rig with a small checker texture, written by the exporter."""
-    mesh, _ = capped_model(load_head_model())
-    from avatar_jax.texture.caps import extend_vertices
-
-    caps = capped_model(load_head_model())[1]
-    verts = np.asarray(extend_vertices(caps, load_head_model().neutral))
+    model = load_head_model()
+    mesh, caps = capped_model(model)
+    verts = np.asarray(extend_vertices(caps, model.neutral))
     yy, xx = np.mgrid[0:64, 0:64]
     tex = (np.stack([xx * 4, yy * 4, ((xx // 8 + yy // 8) % 2) * 200], -1)).astype(np.uint8)
     path = tmp_path_factory.mktemp("rig") / "head.glb"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from avatar_jax import pipeline
-from avatar_jax.io.export import split_uv_seams
+from avatar_jax.io.export import read_glb_rig, split_uv_seams
 from avatar_jax.io.image import load_image
 from avatar_jax.model import ARKIT_NAMES, load_head_model
 from avatar_jax.reconstruct import Options, reconstruct
@@ -57,10 +57,9 @@ def test_the_rig_rests_neutral_and_its_default_weights_pose_the_fitted_head(phot
     res = pipeline.face_fit(fits, 0)
     avatar = pipeline.texture_avatar(image, res, model=model, texture_size=16)
     (path,) = pipeline.export_avatar(avatar, tmp_path / "rig", formats=("glb",), blendshape_names=naming)
-    glb = pygltflib.GLTF2().load(str(path))
-    prim, weights = glb.meshes[0].primitives[0], np.asarray(glb.meshes[0].weights)
-    rest = _accessor(glb, prim.attributes.POSITION)
-    deltas = np.stack([_accessor(glb, t["POSITION"]) for t in prim.targets])
+    rig = read_glb_rig(path)
+    weights = rig["weights"]
+    rest, deltas = rig["positions"].astype(np.float64), rig["targets"].astype(np.float64)
     vid, _, _ = split_uv_seams(np.asarray(avatar.mesh.triangles), np.asarray(avatar.mesh.triangle_uvs))
     posed = rest + np.einsum("k,kvd->vd", weights, deltas)
     np.testing.assert_allclose(posed, avatar.vertices[vid] * 1e-3, atol=2e-6)  # metres
@@ -68,13 +67,6 @@ def test_the_rig_rests_neutral_and_its_default_weights_pose_the_fitted_head(phot
         neutral = avatar.vertices - np.einsum("k,kvd->vd", res.expression, np.asarray(avatar.mesh.expression_basis))
         np.testing.assert_allclose(rest, neutral[vid] * 1e-3, atol=2e-6)
         np.testing.assert_allclose(weights, res.expression, atol=1e-6)
-
-
-def _accessor(glb, index) -> np.ndarray:
-    acc = glb.accessors[index]
-    view = glb.bufferViews[acc.bufferView]
-    data = glb.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
-    return np.frombuffer(data, np.float32).reshape(acc.count, 3).astype(np.float64)
 
 
 def test_ict_names_on_request(photo_fit, tmp_path, gltf_validate):
