@@ -38,8 +38,8 @@ mirrored crops put the detector's and iris model's symmetry centre at S/2, i.e. 
 ``FaceMesh(static_image_mode=True)`` to ~0.1 px (``tests/test_mediapipe_reference.py``,
 docs/landmarks.md); its coordinates are MediaPipe's normalised values times the image size.
 
-Small faces: the detectors see the whole image at 192x192 (128x128), so faces below about 1/12
-(1/6) of the long image side are missed. :func:`tile_levels` covers the image with overlapping
+Small faces: the detectors see the whole image at 192x192 (128x128), so faces much smaller than
+the image are missed (measured in docs/landmarks.md). :func:`tile_levels` covers the image with overlapping
 square tiles at several scales (down to tiles ~5x the minimum face size); detections from the
 tiles of a level are merged by weighted NMS. :class:`FaceMeshPipeline` runs the levels when the
 full-frame pass yields no face, or always with ``small_faces=True``.
