@@ -38,7 +38,7 @@ ALLOWED = {
     "augment": {"geometry", "io", "model", "landmarks", "_lazy"},
     "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture"},
     "dataset": {"status", "geometry", "io", "model", "render", "texture", "landmarks", "augment", "fit",
-                "pipeline", "_disk_cache"},
+                "pipeline", "_disk_cache", "_identity_cache", "_lazy"},
     "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads", "_lazy",
               "_cache"},
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
