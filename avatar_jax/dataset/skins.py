@@ -170,7 +170,8 @@ def _regions(capped, caps, position, covered, on_cap, tri_id):
     brow_y = lm[17:27, 1].max()
     hairline = _smooth(p[:, 1], brow_y + 18.0, brow_y + 32.0)  # forehead up to the hairline
     behind = _smooth(lm[0, 2] - 10.0 - p[:, 2], 0.0, 25.0) * _smooth(p[:, 1], lm[0, 1] - 30.0, lm[0, 1])
-    ears = np.exp(-(((np.abs(p[:, 0]) - np.abs(lm[0, 0])) / 12.0) ** 2)) * _smooth(15.0 - np.abs(p[:, 2] - lm[0, 2]), 0, 10)
+    ears = (np.exp(-(((np.abs(p[:, 0]) - np.abs(lm[0, 0])) / 12.0) ** 2))
+            * _smooth(15.0 - np.abs(p[:, 2] - lm[0, 2]), 0, 10))
     scalp = np.maximum(hairline, behind) * (1.0 - ears)
     eye_pts = lm[36:48]
     near_eyes = np.sqrt(((p[:, None] - eye_pts) ** 2).sum(-1)).min(1)
