@@ -9,6 +9,8 @@
                          [--blendshape-names arkit|ict]
     avatar-jax animate AVATAR.glb SPEECH.wav --out DIR [--fps 30] [--recognizer pocketsphinx|energy]
                        [--size 320] [--no-video] [--seed 0]
+    avatar-jax make-dataset --out DIR [--n 10000] [--aug dr|cpca|linear|none] [--skins deid|photo]
+                            [--skin-photos PHOTO...] [--detect] [--shard i/n] [--seed 0]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -47,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     from avatar_jax.animate import command as animate_command  # light: no JAX until it runs
 
     animate_command.add_parser(sub)
+    from avatar_jax.dataset import command as dataset_command  # light: no JAX until it runs
+
+    dataset_command.add_parser(sub)
     return ap
 
 
@@ -89,6 +94,10 @@ def main(argv=None) -> int:
         from avatar_jax.animate import command as animate_command
 
         return animate_command.run(args)
+    if args.command == "make-dataset":
+        from avatar_jax.dataset import command as dataset_command
+
+        return dataset_command.run(args)
     if args.command == "fit-batch":
         from avatar_jax.batch import command as batch_command
 

@@ -17,6 +17,7 @@ from avatar_jax.augment import (
     dr_decode,
     dr_encode,
     dr_interpolate,
+    encode_sources,
     identity_shapes,
     nearest_neighbours,
     plausibility,
@@ -254,3 +255,15 @@ def test_augment_rejects_bad_input(model):
     with pytest.raises(ValueError, match="coefficients"):
         augment_shapes(model, "none", 2, seed=0, sources=Sources(src.coefficients[:, :3], src.shapes))
     assert set(METHODS) == {"dr", "linear", "cpca", "none"}
+
+
+def test_precomputed_source_features_give_the_same_dr_samples(model):
+    sources = sample_identities(model, 5, 12)
+    plain = augment_shapes(model, "dr", 4, 9, sources=sources, config=SMALL)
+    encoded = encode_sources(model, sources)
+    assert encoded.dr_features.shape == (12, model.num_vertices, 9)
+    again = augment_shapes(model, "dr", 4, 9, sources=encoded, config=SMALL)
+    np.testing.assert_allclose(again.shapes, plain.shapes, atol=1e-9)
+    # Features encoded with the other exactness flag are not reused.
+    inexact = augment_shapes(model, "dr", 4, 9, sources=encode_sources(model, sources, exact=False), config=SMALL)
+    np.testing.assert_allclose(inexact.shapes, plain.shapes, atol=1e-9)

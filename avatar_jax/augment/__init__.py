@@ -18,7 +18,7 @@ _DR = ("DRBasis", "FEATURE_DIM", "component_centroids", "dr_basis", "dr_decode",
 _SAMPLING = ("METHODS", "AugmentConfig", "AugmentResult", "Plausibility", "Sources",
              "augment_shapes", "identity_shapes", "nearest_neighbours", "plausibility",
              "polar_weights", "prior_energy", "project_identity", "sample_identities",
-             "sources_from_shapes")
+             "sources_from_shapes", "encode_sources")
 __all__ = [
     "FEATURE_DIM",
     "METHODS",
@@ -33,6 +33,7 @@ __all__ = [
     "dr_decode",
     "dr_encode",
     "dr_interpolate",
+    "encode_sources",
     "identity_shapes",
     "nearest_neighbours",
     "plausibility",

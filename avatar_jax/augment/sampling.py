@@ -53,10 +53,17 @@ class AugmentConfig:
 
 @dataclass(frozen=True, eq=False)
 class Sources:
-    """Source subjects: ``coefficients [N, K]`` identity coefficients, ``shapes [N, V, 3]`` mm."""
+    """Source subjects: ``coefficients [N, K]`` identity coefficients, ``shapes [N, V, 3]`` mm.
+
+    ``dr_features [N, V, 9]`` (optional, :func:`encode_sources`): the sources' DR features around
+    their mean, encoded once so that repeated ``"dr"`` draws (dataset shards) skip the encoding;
+    ``dr_exact`` says with which ``exact`` flag they were encoded.
+    """
 
     coefficients: np.ndarray
     shapes: np.ndarray
+    dr_features: np.ndarray | None = None
+    dr_exact: bool | None = None
 
     @property
     def num(self) -> int:
@@ -122,6 +129,12 @@ def sources_from_shapes(model: HeadModel, shapes) -> Sources:
     """Sources from given ``shapes [N, V, 3]``; coefficients by least-squares projection."""
     x = _as_shapes(model, "source shapes", shapes)
     return Sources(project_identity(model, x)[0], x)
+
+
+def encode_sources(model: HeadModel, sources: Sources, exact: bool = True) -> Sources:
+    """``sources`` with their DR features precomputed (see :class:`Sources`)."""
+    basis = dr_basis(sources.shapes.mean(0), np.asarray(model.triangles))
+    return Sources(sources.coefficients, sources.shapes, dr_encode(basis, sources.shapes, exact=exact), bool(exact))
 
 
 def identity_shapes(model: HeadModel, coefficients) -> np.ndarray:
@@ -231,9 +244,12 @@ def _blend(model: HeadModel, method, sources: Sources, groups, weights, exact_dr
 def _dr_blend(model: HeadModel, sources: Sources, groups, weights, reference, exact_dr) -> np.ndarray:
     """DR blend ``sum_i a_i D_i`` around the sources' mean (the paper's reference mesh)."""
     basis = dr_basis(reference, np.asarray(model.triangles))
-    used = np.unique(groups)
-    features = np.zeros((sources.num,) + reference.shape[:1] + (9,))
-    features[used] = dr_encode(basis, sources.shapes[used], exact=exact_dr)
+    if sources.dr_features is not None and sources.dr_exact == bool(exact_dr):
+        features = sources.dr_features
+    else:
+        used = np.unique(groups)
+        features = np.zeros((sources.num,) + reference.shape[:1] + (9,))
+        features[used] = dr_encode(basis, sources.shapes[used], exact=exact_dr)
     centroids = component_centroids(basis, sources.shapes)
     # Translation follows the same linear blend of offsets from the reference.
     anchor = basis.ref_centroids + np.einsum("nm,nmcd->ncd", weights,

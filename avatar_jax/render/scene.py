@@ -121,6 +121,7 @@ class RenderSettings:
         coverage: silhouettes against the background are antialiased exactly as with full
         supersampling, at a quarter of the shading cost, but where two head surfaces meet inside
         one pixel (an ear over the cheek) the pixel takes one surface's colour.
+      batch_chunk: scenes rendered together (vectorised); a larger batch loops over chunks.
     """
 
     image_size: tuple[int, int] = (256, 256)
@@ -128,6 +129,7 @@ class RenderSettings:
     chunk: int = 2
     max_chunks: int | None = None
     shade_every_sample: bool = False
+    batch_chunk: int = 16
 
     def __post_init__(self):
         h, w = self.image_size
@@ -135,6 +137,8 @@ class RenderSettings:
             raise ValueError(f"RenderSettings: image_size must be positive, got {self.image_size}")
         if self.supersample < 1:
             raise ValueError(f"RenderSettings: supersample must be >= 1, got {self.supersample}")
+        if self.batch_chunk < 1:
+            raise ValueError(f"RenderSettings: batch_chunk must be >= 1, got {self.batch_chunk}")
         if self.chunk < 1:
             raise ValueError(f"RenderSettings: chunk must be >= 1, got {self.chunk}")
         if self.max_chunks is not None and self.max_chunks < 1:
@@ -401,8 +405,11 @@ def _render_one(verts, camera, texture, lighting, background, triangles, uvs, tr
 def _render_batch(scenes, triangles, uvs, triangle_uvs, settings, max_chunks):
     fn = functools.partial(_render_one, triangles=triangles, uvs=uvs, triangle_uvs=triangle_uvs,
                            settings=settings, max_chunks=max_chunks)
-    images, coverage = jax.vmap(fn)(scenes.verts, scenes.camera, scenes.textures, scenes.lighting,
-                                    scenes.backgrounds)
+    # Vectorised over ``batch_chunk`` scenes at a time: a whole large batch at once would hold
+    # every sample's attributes for all of it in memory.
+    images, coverage = jax.lax.map(lambda a: fn(*a), (scenes.verts, scenes.camera, scenes.textures,
+                                                      scenes.lighting, scenes.backgrounds),
+                                   batch_size=settings.batch_chunk)
     return RenderOutput(images, coverage)
 
 
