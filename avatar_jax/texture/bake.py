@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from avatar_jax._disk_cache import cache_key, cached_arrays
 from avatar_jax._identity_cache import IdentityCache
 from avatar_jax.geometry.camera import Camera, project, rotation_matrix, transform
 from avatar_jax.geometry.mesh import vertex_normals
@@ -50,8 +51,8 @@ from avatar_jax.model.head import HeadModel, landmarks
 from avatar_jax.render.sample import bilinear_sample
 from avatar_jax.texture.complete import mirror_map
 from avatar_jax.texture.project import UVRaster, project_geometry, smoothstep, uv_raster
-from avatar_jax.texture.hair import (NO_HAIR, HairEstimate, crown_axis, estimate_hair, scalp_weights, strand_contrast,
-                                    strand_gain)
+from avatar_jax.texture.hair import (NO_HAIR, HairEstimate, crown_axis, estimate_hair, hair_table_params, scalp_weights,
+                                    strand_contrast, strand_gain)
 from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
@@ -103,15 +104,21 @@ def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
 
 
 def _hair_tables(model: HeadModel, uv_low: UVRaster, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex scalp weight ``[V]`` and the strand gain ``[S, S, 3]`` of the neutral head."""
+    """Per-vertex scalp weight ``[V]`` and the strand gain ``[S, S, 3]`` of the neutral head
+    (the gain, a second's work at 2048², also on disk)."""
     neutral = np.asarray(model.neutral)
     brows = np.asarray(landmarks(model, model.neutral))[17:27]
     scalp = scalp_weights(neutral, brows)
-    texel = np.array(_interpolate(jnp.asarray(np.c_[neutral, scalp], jnp.float32), uv_low,
-                                  model.triangles))
-    texel[~np.asarray(uv_low.covered)] = 0.0
-    strands = strand_gain(texel[..., :3], texel[..., 3], size, *crown_axis(neutral, brows))
-    return scalp, strands
+
+    def strands():
+        texel = np.array(_interpolate(jnp.asarray(np.c_[neutral, scalp], jnp.float32), uv_low,
+                                      model.triangles))
+        texel[~np.asarray(uv_low.covered)] = 0.0
+        return {"gain": strand_gain(texel[..., :3], texel[..., 3], size, *crown_axis(neutral, brows))}
+
+    key = cache_key(neutral, model.triangles, model.uvs, model.triangle_uvs, size, hair_table_params())
+    gain = cached_arrays("hair_strands", key, strands)["gain"]
+    return scalp, np.repeat(gain[..., None], 3, axis=2)
 
 
 def _vertex_texels(model: HeadModel, size: int) -> np.ndarray:

@@ -205,7 +205,9 @@ def _median_lab(rgb: np.ndarray) -> np.ndarray:
 # weights: fine streaks, clumps, and a low-frequency warp that makes the streaks wave.
 STRAND_LATTICES = {"fine": (24, 420), "clump": (8, 96), "warp": (6, 20)}
 STRAND_CONTRAST = 0.3  # gain = 1 +- this much (tanh of the noise)
+STRAND_SOFTNESS = 0.6  # noise scale inside the tanh: lower is more sinusoidal, higher more binary
 STRAND_SEED = 17
+TABLES_VERSION = 1  # bump when scalp_weights or strand_gain change beyond their constants (disk cache)
 STRAND_DARK_LUMA = 0.25  # hair darker than this gets the full contrast, lighter hair less
 STRAND_MIN_CONTRAST = 0.4
 
@@ -225,7 +227,7 @@ def crown_axis(verts: np.ndarray, brows: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def strand_gain(points: np.ndarray, weight: np.ndarray, size: int, centre: np.ndarray,
                 axis: np.ndarray) -> np.ndarray:
-    """``[S, S, 3]`` uint8 gain (128 = 1) of streaks running from the crown down the scalp.
+    """``[S, S]`` uint8 gain (128 = 1) of streaks running from the crown down the scalp.
 
     Args:
       points: ``[L, L, 3]`` surface point of each texel of a coarser atlas (model frame, mm).
@@ -255,13 +257,19 @@ def strand_gain(points: np.ndarray, weight: np.ndarray, size: int, centre: np.nd
              + 0.6 * _sample(tables["clump"], turn + 0.01 * warp, polar))
     # streaks converge at the crown: fade them where they would be finer than texels
     fade = _smoothstep(np.sin(polar) / 0.3) * np.clip(up[..., 3], 0.0, 1.0)
-    gain = 1.0 + STRAND_CONTRAST * np.tanh(0.6 * noise) * fade
+    gain = 1.0 + STRAND_CONTRAST * np.tanh(STRAND_SOFTNESS * noise) * fade
     g = np.clip(gain * 128.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.repeat(g[..., None], 3, axis=2)
+    return g
+
+
+def hair_table_params() -> tuple:
+    """Everything the per-model hair tables depend on besides the model (a disk-cache key)."""
+    return (TABLES_VERSION, HAIRLINE_KNOTS, HAIRLINE_RAMP_MM, EAR_KEEP_OUT_MM, STRAND_LATTICES, STRAND_CONTRAST,
+            STRAND_SOFTNESS, STRAND_SEED)
 
 
 def strand_contrast(gain: np.ndarray, color: np.ndarray) -> np.ndarray:
-    """``gain`` ``[S, S, 3]`` uint8 (128 = 1) with its contrast lowered for light hair ``color``
+    """``gain`` ``[S, S, C]`` uint8 (128 = 1) with its contrast lowered for light hair ``color``
     ``[3]``: the same relative gain would streak grey or blond hair far more visibly than dark."""
     luma = float(np.dot(np.asarray(color, np.float64), [0.299, 0.587, 0.114]))
     k = float(np.clip(STRAND_DARK_LUMA / max(luma, 1e-3), STRAND_MIN_CONTRAST, 1.0))
