@@ -25,6 +25,10 @@ and only the photo's own detail is sampled at the full size ``S``:
    the fill meets the photo without a seam and fades back to plain skin away from it.
    Solving on the 3D vertices instead of the atlas means UV seams cannot show, and the
    photo's colours are never shifted (the correction lives outside the foreground only).
+   **Hair** (:mod:`avatar_jax.texture.hair`, ``hair=True``): where the photo shows hair on the
+   scalp, the scalp vertices (a soft hairline on the model) get the photo's hair colour instead,
+   blended over the corrected skin fill, and the fill there is multiplied by a strand pattern at
+   ``S``. The photo still wins wherever it is seen (hair over the forehead and temples).
 5. **Compose at S** (OpenCV): the photo positions, opacities and the fill are upsampled to
    ``S`` (all piecewise linear or smooth over the atlas); the photo is resampled twice with
    ``cv2.remap`` (own and mirrored positions) and blended.
@@ -105,7 +109,7 @@ def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
 
 def _hair_tables(model: HeadModel, uv_low: UVRaster, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex scalp weight ``[V]`` and the strand gain ``[S, S, 3]`` of the neutral head
-    (the gain, a second's work at 2048², also on disk)."""
+    (the gain is full-size work, so it is also cached on disk)."""
     neutral = np.asarray(model.neutral)
     brows = np.asarray(landmarks(model, model.neutral))[17:27]
     scalp = scalp_weights(neutral, brows)
