@@ -76,6 +76,9 @@ def test_estimate_hair_rejects_bad_images():
                            np.zeros((1, 2)), 0.0, stats)
     assert hair.estimate_hair(np.zeros((8, 8, 3), np.uint8), np.zeros((2, 2)), np.zeros((3, 2)),
                               np.zeros((1, 2)), 0.0, stats) is hair.NO_HAIR
+    with pytest.raises(ValueError, match="patch"):
+        hair.person_probability(np.zeros((128, 128, 3), np.uint8))
+    assert hair.person_probability(np.zeros((256, 256, 3), np.uint8)).shape == (256, 256)
 
 
 def test_synthetic_head_gets_its_hair_colour_and_a_bald_one_keeps_skin(capped):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 import cv2
 import numpy as np
@@ -96,6 +97,9 @@ def _ear_mask(verts: np.ndarray, brow_y: float) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the photo's hair
 
+_SEGMENTER_LOCK = threading.Lock()  # one LiteRT interpreter: not reentrant
+
+
 @functools.lru_cache(maxsize=1)
 def _segmenter():
     from avatar_jax.landmarks.mediapipe import LiteRTModel
@@ -103,13 +107,14 @@ def _segmenter():
     return LiteRTModel("selfie_segmentation", ("activation_10",), num_threads=1)
 
 
-def person_probability(image: np.ndarray, roi) -> np.ndarray:
-    """Selfie segmentation of the square ``roi`` (a :class:`~avatar_jax.landmarks.mediapipe.Roi`)
-    of ``image`` ``[H, W, 3]`` uint8: ``[256, 256]`` person probability in the crop's pixels."""
-    from avatar_jax.landmarks.mediapipe import crop
-
-    patch = crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE)
-    (prob,) = _segmenter()(patch.astype(np.float32) / 255.0)
+def person_probability(patch: np.ndarray) -> np.ndarray:
+    """Selfie segmentation of a ``[256, 256, 3]`` uint8 RGB crop: ``[256, 256]`` person
+    probability (the model's sigmoid output)."""
+    if patch.shape != (SEGMENTER_SIZE, SEGMENTER_SIZE, 3) or patch.dtype != np.uint8:
+        raise ValueError(f"patch must be uint8 [{SEGMENTER_SIZE}, {SEGMENTER_SIZE}, 3], got {patch.dtype} "
+                         f"{patch.shape}")
+    with _SEGMENTER_LOCK:
+        (prob,) = _segmenter()(patch.astype(np.float32) / 255.0)
     return prob[..., 0]
 
 
@@ -172,24 +177,36 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     from avatar_jax.landmarks.mediapipe import crop
 
     roi = head_roi(np.asarray(head_xy, np.float64))
-    rgb = crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
-    person = person_probability(image, roi)
-    grow = max(1, round(0.03 * SEGMENTER_SIZE))
-    face = _polygon_mask(_to_crop(face_xy, roi), grow)
-    head = _polygon_mask(_to_crop(head_xy, roi), 4 * grow)
-    rows = np.arange(SEGMENTER_SIZE, dtype=np.float64)[:, None]
-    nose_row = _to_crop(np.array([[roi.center[0], nose_y]]), roi)[0, 1]
-    below = np.broadcast_to(rows > nose_row, face.shape)
-    mask = hair_mask(rgb, person, face, head, below, stats)
-    probes = np.round(_to_crop(np.asarray(scalp_xy, np.float64), roi)).astype(np.int64)
-    inside = np.all((probes >= 0) & (probes < SEGMENTER_SIZE), axis=1)
-    coverage = float(mask[probes[inside, 1], probes[inside, 0]].mean()) if inside.any() else 0.0
+    patch = crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE)
+    rgb = patch.astype(np.float32) / 255.0
+    face, head, below = _regions(roi, head_xy, face_xy, nose_y)
+    mask = hair_mask(rgb, person_probability(patch), face, head, below, stats)
+    coverage = _coverage(mask, _to_crop(np.asarray(scalp_xy, np.float64).reshape(-1, 2), roi))
     # the colour from the mask's interior: its edge pixels mix in the background and the skin
     core = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     pixels = int(core.sum())
     if pixels == 0:
         return HairEstimate(NO_HAIR.color, coverage, 0)
     return HairEstimate(_median_lab(rgb[core]), coverage, pixels)
+
+
+def _regions(roi, head_xy, face_xy, nose_y):
+    """``[256, 256]`` bool crop masks: the face (grown a little for the brows), the head's
+    neighbourhood (grown for the hair's volume) and the rows below the nose tip."""
+    grow = max(1, round(0.03 * SEGMENTER_SIZE))
+    face = _polygon_mask(_to_crop(np.asarray(face_xy, np.float64), roi), grow)
+    head = _polygon_mask(_to_crop(np.asarray(head_xy, np.float64), roi), 4 * grow)
+    nose_row = _to_crop(np.array([[roi.center[0], nose_y]]), roi)[0, 1]
+    rows = np.arange(SEGMENTER_SIZE, dtype=np.float64)[:, None]
+    return face, head, np.broadcast_to(rows > nose_row, face.shape)
+
+
+def _coverage(mask: np.ndarray, probes: np.ndarray) -> float:
+    """Fraction of the crop points ``[P, 2]`` inside the crop that fall on ``mask`` ``[N, N]``."""
+    probes = probes[np.all(np.isfinite(probes), axis=1)]
+    px = np.round(probes).astype(np.int64)
+    inside = np.all((px >= 0) & (px < mask.shape[0]), axis=1)
+    return float(mask[px[inside, 1], px[inside, 0]].mean()) if inside.any() else 0.0
 
 
 def _median_lab(rgb: np.ndarray) -> np.ndarray:
