@@ -92,6 +92,11 @@ def test_synthetic_head_gets_its_hair_colour_and_a_bald_one_keeps_skin(capped):
     off = bake_texture(image, verts, cam, cm, SIZE, plan=plan, hair=False)
     check_off = bench.scalp_check(image, verts, cam, cm, plan, off, diag)
     assert check_off["to_skin"] < check_off["to_hair"]
+    # Where the photo is fully trusted the texture is the photo, hair fill or not.
+    seen = cv2.erode((diag["alpha"] > 0.999).astype(np.uint8), np.ones((3, 3))) > 0
+    seen = np.repeat(np.repeat(seen, 2, 0), 2, 1)
+    assert seen.sum() > 5000
+    assert np.abs(tex.astype(int) - off.astype(int))[seen].max() <= 1
     # Bald: the same head all in skin colour: no hair found, the texture is the skin fill.
     bald, _, _ = bench.synthetic_head(cm, plan, hair_rgb=(0.8, 0.6, 0.5))
     diag = {}
