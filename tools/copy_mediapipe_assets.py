@@ -2,7 +2,8 @@
 
     python tools/copy_mediapipe_assets.py [--src ../shared/assets/mediapipe] [--wheel mediapipe-0.10.14-*.whl]
 
-Writes ``avatar_jax/landmarks/data/``: the three ``.tflite`` models, ``canonical_face_model.obj``,
+Writes ``avatar_jax/landmarks/data/``: the three ``.tflite`` face models (plus, with ``--wheel``, the
+full-range detector and the selfie segmentation model), ``canonical_face_model.obj``,
 ``geometry_pipeline_metadata_landmarks.pbtxt`` (Procrustes weights), ``LICENSE.mediapipe``
 (Apache-2.0, verbatim), ``README.md`` with provenance and sha256 of every copied file, and
 ``canonical_face_model.npz`` (the same canonical mesh and Procrustes weights parsed into arrays,
@@ -27,9 +28,12 @@ DEST = REPO / "avatar_jax" / "landmarks" / "data"
 WHEEL_FILES = {
     "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite":
         "face_detection_full_range_sparse.tflite",
+    # person/background mask (hair colour for the scalp, avatar_jax.texture.hair)
+    "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite": "selfie_segmentation.tflite",
 }
-WHEEL_NOTE = ("\n`face_detection_full_range_sparse.tflite`: from the PyPI wheel `mediapipe==0.10.14` "
-              "(`mediapipe/modules/face_detection/`), unmodified, same licence.\n")
+WHEEL_NOTE = "".join(
+    f"\n`{name}`: from the PyPI wheel `mediapipe==0.10.14` (`{member.rpartition('/')[0]}/`), "
+    "unmodified, same licence.\n" for member, name in WHEEL_FILES.items())
 FILES = {  # source name -> packaged name
     "face_detection_short_range.tflite": "face_detection_short_range.tflite",
     "face_landmark.tflite": "face_landmark.tflite",
@@ -90,7 +94,8 @@ def parse_procrustes_weights(path: Path) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC)
-    parser.add_argument("--wheel", type=Path, default=None, help="the mediapipe==0.10.14 wheel (full-range detector)")
+    parser.add_argument("--wheel", type=Path, default=None,
+                        help="the mediapipe==0.10.14 wheel (full-range detector, selfie segmentation)")
     args = parser.parse_args()
     missing = [name for name in FILES if not (args.src / name).is_file()]
     if missing:
@@ -101,13 +106,14 @@ def main() -> None:
         dst = DEST / dst_name
         shutil.copyfile(args.src / src_name, dst)
         rows.append(f"| `{dst_name}` | {dst.stat().st_size} | `{sha256(dst)}` |")
+    # the wheel's rows before the npz note, so the table stays one table
+    rows += _copy_from_wheel(args.wheel) if args.wheel else _packaged_rows(WHEEL_FILES.values())
     arrays = parse_canonical_obj(DEST / "canonical_face_model.obj")
     arrays |= parse_procrustes_weights(DEST / "geometry_pipeline_metadata_landmarks.pbtxt")
     np.savez_compressed(DEST / "canonical_face_model.npz", **arrays)
     rows.append("\n`canonical_face_model.npz`: `vertices [468,3]` (cm), `uvs [468,2]`, "
                 "`triangles [898,3]`, `procrustes_ids [33]`, `procrustes_weights [33]`, "
                 "parsed from the two files above.")
-    rows += _copy_from_wheel(args.wheel) if args.wheel else _packaged_rows(WHEEL_FILES.values())
     readme = DEST / "README.md"
     # other tools' sections (the iBUG-68 mapping) follow this one: keep them
     rest = readme.read_text().partition("\n# `ibug68")[1:] if readme.is_file() else ("", "")

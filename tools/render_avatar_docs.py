@@ -1,5 +1,6 @@
-"""Render avatars reconstructed from the bundled photos for the README (front + three-quarter),
-and their baked UV textures side by side (docs/texture_atlas.png).
+"""Render avatars reconstructed from the bundled photos for the README (front, three-quarter,
+side-back and back: the last two show the scalp the photo does not, see
+avatar_jax.texture.hair), and their baked UV textures side by side (docs/texture_atlas.png).
 
     python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
 """
@@ -23,10 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("tom_cruise.jpg", "obama.jpg")
 
 
+YAWS = (0.0, 35.0, 120.0, 180.0)
+
+
 def views(size=512):
-    """Front and three-quarter (35 deg yaw) cameras looking at the head from 600 mm."""
+    """Cameras at :data:`YAWS` (degrees; 0 = front, 180 = back) looking at the head from 430 mm."""
     out = []
-    for yaw in (0.0, 35.0):
+    for yaw in YAWS:
         out.append(Camera(rotvec=jnp.array([0.0, np.deg2rad(yaw), 0.0]), translation=jnp.array([0.0, 25.0, -430.0]),
                           log_fs=jnp.asarray(0.0), focal=jnp.asarray(float(size)),
                           principal=jnp.array([size / 2, size / 2])))
@@ -37,6 +41,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "docs"))
     ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--no-hair", action="store_true", help="the skin fill on the scalp (before/after)")
     args = ap.parse_args(argv)
     model = load_head_model()
     rows, atlases = [], []
@@ -45,13 +50,15 @@ def main(argv=None):
         faces = pipeline.detect(image)
         res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
         # What reconstruct exports: the capped mesh (eye and mouth openings closed).
-        avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size)
+        avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size,
+                                        hair=not args.no_hair)
         verts, texture, capped = avatar.vertices, avatar.texture, avatar.mesh
         atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
         tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
         for camera in views():
-            img = render_mesh(verts, capped.triangles, camera, (512, 512), texture=jnp.asarray(texture, jnp.float32) / 255.0,
+            img = render_mesh(verts, capped.triangles, camera, (512, 512),
+                              texture=jnp.asarray(texture, jnp.float32) / 255.0,
                               uvs=capped.uvs, triangle_uvs=capped.triangle_uvs,
                               ambient=0.7)  # the texture already holds the photo's shading
             tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))

@@ -151,7 +151,9 @@ def _bake(photo: Path, size: int, model: HeadModel) -> np.ndarray:
     capped, caps = capped_model(model)
     verts = np.asarray(extend_vertices(caps, res.vertices))
     plan = bake_plan(capped, size, np.arange(capped.num_vertices) >= caps.num_base)
-    return bake_texture(np.asarray(image, np.uint8), verts, res.camera, capped, size, plan=plan)
+    # hair=False: the skin texture these evaluations were measured with (and cached under keys
+    # that do not name the hair fill)
+    return bake_texture(np.asarray(image, np.uint8), verts, res.camera, capped, size, plan=plan, hair=False)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -340,8 +340,10 @@ def _interpreter(name: str, num_threads: int):
     return interp
 
 
-class _Model:
-    """One LiteRT model: float32 input ``[1, S, S, 3]``, outputs in ``output_names`` order."""
+class LiteRTModel:
+    """One packaged ``.tflite`` model (``data/<name>.tflite``) on LiteRT: float32 input
+    ``[1, S, S, 3]``; calling it with ``[S, S, 3]`` returns the outputs named ``output_names``,
+    in that order, without their batch axis. Also used by :mod:`avatar_jax.texture.hair`."""
 
     def __init__(self, name: str, output_names: tuple[str, ...], num_threads: int):
         self.interp = _interpreter(name, num_threads)
@@ -394,9 +396,9 @@ class FaceMeshPipeline:
         # the short-range one finds: it is the full frame's second try
         names = [detector] + (["short_range"] if detector == "full_range" else [])
         specs = [DETECTORS[n] for n in names]
-        self.detectors = [(spec, _Model(spec.model, spec.outputs, num_threads)) for spec in specs]
-        self.mesh = _Model("face_landmark", ("conv2d_21", "conv2d_31"), num_threads)
-        self.iris = _Model("iris_landmark", ("output_eyes_contours_and_brows", "output_iris"),
+        self.detectors = [(spec, LiteRTModel(spec.model, spec.outputs, num_threads)) for spec in specs]
+        self.mesh = LiteRTModel("face_landmark", ("conv2d_21", "conv2d_31"), num_threads)
+        self.iris = LiteRTModel("iris_landmark", ("output_eyes_contours_and_brows", "output_iris"),
                            num_threads) if iris else None
         self.min_detection_score = min_detection_score
         self.min_presence = min_presence

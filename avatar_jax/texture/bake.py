@@ -25,6 +25,10 @@ and only the photo's own detail is sampled at the full size ``S``:
    the fill meets the photo without a seam and fades back to plain skin away from it.
    Solving on the 3D vertices instead of the atlas means UV seams cannot show, and the
    photo's colours are never shifted (the correction lives outside the foreground only).
+   **Hair** (:mod:`avatar_jax.texture.hair`, ``hair=True``): where the photo shows hair on the
+   scalp, the scalp vertices (a soft hairline on the model) get the photo's hair colour instead,
+   blended over the corrected skin fill, and the fill there is multiplied by a strand pattern at
+   ``S``. The photo still wins wherever it is seen (hair over the forehead and temples).
 5. **Compose at S** (OpenCV): the photo positions, opacities and the fill are upsampled to
    ``S`` (all piecewise linear or smooth over the atlas); the photo is resampled twice with
    ``cv2.remap`` (own and mirrored positions) and blended.
@@ -43,13 +47,17 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from avatar_jax._disk_cache import cache_key, cached_arrays
 from avatar_jax._identity_cache import IdentityCache
-from avatar_jax.geometry.camera import Camera
+from avatar_jax.geometry.camera import Camera, project, rotation_matrix, transform
 from avatar_jax.geometry.mesh import vertex_normals
 from avatar_jax.model.head import HeadModel, landmarks
 from avatar_jax.render.sample import bilinear_sample
 from avatar_jax.texture.complete import mirror_map
 from avatar_jax.texture.project import UVRaster, project_geometry, smoothstep, uv_raster
+from avatar_jax.texture.hair import (NO_HAIR, HairEstimate, crown_axis, estimate_hair, hair_table_params, scalp_weights,
+                                    strand_contrast, strand_gain)
+from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
@@ -70,6 +78,8 @@ class BakePlan:
     vertex_texel: np.ndarray  # [V] flat index of each vertex's texel in the L grid
     laplacian: sp.csr_matrix  # [V, V] graph Laplacian (uniform weights)
     skin_exempt: jax.Array  # [V] bool, hole-cap vertices: no skin test, depth-test slack
+    scalp: np.ndarray  # [V] hair weight in [0, 1] (hair.scalp_weights of the neutral head)
+    strands: np.ndarray  # [S, S, 3] uint8 strand gain of the fill, 128 = 1 (hair.strand_gain)
 
 
 _PLANS: IdentityCache[BakePlan] = IdentityCache(maxsize=4)
@@ -90,10 +100,29 @@ def bake_plan(model: HeadModel, size: int, skin_exempt=None) -> BakePlan:
     def make():
         low = (size + 1) // 2
         uv_low = uv_raster(model, low)
+        scalp, strands = _hair_tables(model, uv_low, size)
         return BakePlan(size, uv_low, mirror_map(model, uv_low), _vertex_texels(model, low),
-                        _graph_laplacian(model), jnp.asarray(exempt))
+                        _graph_laplacian(model), jnp.asarray(exempt), scalp, strands)
 
     return _PLANS.get((model,), (size, exempt.tobytes()), make)
+
+
+def _hair_tables(model: HeadModel, uv_low: UVRaster, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex scalp weight ``[V]`` and the strand gain ``[S, S, 3]`` of the neutral head
+    (the gain is full-size work, so it is also cached on disk)."""
+    neutral = np.asarray(model.neutral)
+    brows = np.asarray(landmarks(model, model.neutral))[17:27]
+    scalp = scalp_weights(neutral, brows)
+
+    def strands():
+        texel = np.array(_interpolate(jnp.asarray(np.c_[neutral, scalp], jnp.float32), uv_low,
+                                      model.triangles))
+        texel[~np.asarray(uv_low.covered)] = 0.0
+        return {"gain": strand_gain(texel[..., :3], texel[..., 3], size, *crown_axis(neutral, brows))}
+
+    key = cache_key(neutral, model.triangles, model.uvs, model.triangle_uvs, size, hair_table_params())
+    gain = cached_arrays("hair_strands", key, strands)["gain"]
+    return scalp, np.repeat(gain[..., None], 3, axis=2)
 
 
 def _vertex_texels(model: HeadModel, size: int) -> np.ndarray:
@@ -116,11 +145,6 @@ def _graph_laplacian(model: HeadModel) -> sp.csr_matrix:
     adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
                         shape=(n, n)).tocsr()
     return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
-
-
-def _ycrcb(rgb):
-    y = rgb @ jnp.array([0.299, 0.587, 0.114])
-    return y, 0.713 * (rgb[..., 0] - y), 0.564 * (rgb[..., 2] - y)
 
 
 def _robust(x, ok):
@@ -162,22 +186,14 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
 
     # Skin statistics on a strided subset of the well-seen face core.
     sub = (slice(None, None, 4), slice(None, None, 4))
-    yy, cr, cb = _ycrcb(color[sub])
+    yy, cr, cb = ycrcb(color[sub])
     ok = core_t[sub] & (weight[sub] > 0.8)
-    stats = [_robust(c, ok) for c in (yy, cr, cb)]
-    (my, _), (mcr, scr), (mcb, scb) = stats
+    (my, _), (mcr, scr), (mcb, scb) = [_robust(c, ok) for c in (yy, cr, cb)]
+    stats = SkinStats(my, mcr, scr, mcb, scb)
     skin_rgb = jnp.stack([jnp.nanmedian(jnp.where(ok, color[sub][..., k], jnp.nan))
                           for k in range(3)])
     enough = jnp.sum(ok) >= 64
-    yt, crt, cbt = _ycrcb(color)
-    # Chroma distance in units of 2.5 robust sigmas: full pass up to 1, none beyond 1.8.
-    # Luminance within [0.35, 1.6] x the median: dark suits and hair, white collars fail.
-    d = jnp.hypot((crt - mcr) / jnp.maximum(2.5 * scr, 0.015),
-                  (cbt - mcb) / jnp.maximum(2.5 * scb, 0.015))
-    ratio = yt / jnp.maximum(my, 1e-3)
-    skin = (smoothstep((1.8 - d) / 0.8) * smoothstep((ratio - 0.3) / 0.2)
-            * smoothstep((1.8 - ratio) / 0.3))
-    skin = jnp.where(enough, skin, 1.0)
+    skin = jnp.where(enough, skin_probability(color, stats), 1.0)
     w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
 
     # Mirror fill: convex combination, well-seen texels keep their own colour.
@@ -192,7 +208,8 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     alpha = smoothstep((total - 0.3) / 0.5) * uv.covered
     return dict(pos=pos, pos_m=pos_m, a=a, b=b, total=total, alpha=alpha, fg=fg,
                 skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
-                normals_y=vertex_normals(verts, model.triangles)[:, 1])
+                skin_stats=stats.as_array(), skin_found=enough,
+                normals=vertex_normals(verts, model.triangles))
 
 
 def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
@@ -230,7 +247,8 @@ def _interpolate(values, uv, triangles):
 
 
 def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 2048, *,
-                 plan: BakePlan | None = None, diagnostics: dict | None = None) -> np.ndarray:
+                 plan: BakePlan | None = None, hair: bool = True,
+                 diagnostics: dict | None = None) -> np.ndarray:
     """Complete ``[S, S, 3]`` uint8 RGB texture for a fitted head seen in a photo.
 
     Args:
@@ -241,9 +259,11 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
       model: the head model matching ``verts`` (e.g. ``cap_holes(model)[0]``).
       size: texture side S (>= 16).
       plan: :func:`bake_plan` of ``(model, size)`` (built on first use otherwise).
+      hair: paint the unseen scalp with the photo's hair (:mod:`avatar_jax.texture.hair`) where
+        the photo shows enough of it; False (or no hair found): the skin fill everywhere.
       diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
-        maps, the ``skin`` colour and per-stage wall ``timings`` (seconds: ``project``,
-        ``fill``, ``compose``).
+        maps, the ``skin`` colour, the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`)
+        and per-stage wall ``timings`` (seconds: ``project``, ``fill``, ``compose``).
     """
     t0 = time.perf_counter()
     image = np.asarray(image)
@@ -269,7 +289,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
 
     # Skin fill on the mesh: known where the vertex's neighbourhood is foreground.
     skin = out["skin"].astype(np.float64)
-    shade = 1.0 - 0.15 * np.clip(-out["normals_y"], 0.0, 1.0)  # downward-facing: darker
+    shade = 1.0 - 0.15 * np.clip(-out["normals"][:, 1], 0.0, 1.0)  # downward-facing: darker
     base = shade[:, None] * skin[None]
     k = (5, 5)
     cov = covered.astype(np.float32)
@@ -278,21 +298,45 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
             / np.maximum(cv2.blur(alpha * cov, k), 1e-6)[..., None]).reshape(-1, 3)
     known = alpha_v[plan.vertex_texel] > 0.9
     offset = fill_vertex_colors(plan.laplacian, known, fg_v[plan.vertex_texel] - base)
-    fill = np.asarray(_interpolate(jnp.asarray(base + offset, jnp.float32), low,
-                                   model.triangles))
+    # The hair is blended over the corrected skin fill, not corrected itself: the correction
+    # would carry the photo's forehead skin far up into the scalp.
+    found = _photo_hair(image, verts, camera, model, plan.scalp, out) if hair else NO_HAIR
+    hair_v = plan.scalp[:, None] * found.present
+    vertex_fill = (1.0 - hair_v) * (base + offset) + hair_v * shade[:, None] * found.color[None]
+    fill = np.asarray(_interpolate(jnp.asarray(vertex_fill, jnp.float32), low, model.triangles))
     c_own = alpha * out["a"] / np.maximum(out["total"], 1e-6)
     c_mir = alpha * out["b"] / np.maximum(out["total"], 1e-6)
     t2 = time.perf_counter()
-    texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill)
+    texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill,
+                       strand_contrast(plan.strands, found.color) if found.present else None)
     if diagnostics is not None:
-        diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"],
+        diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
                            timings={"project": t1 - t0, "fill": t2 - t1,
                                     "compose": time.perf_counter() - t2})
     return texture
 
 
-def _compose(image, size, pos, pos_m, c_own, c_mir, fill) -> np.ndarray:
-    """Full-size uint8 blend ``c_own * photo(pos) + c_mir * photo(pos_m) + rest * fill``."""
+def _photo_hair(image, verts, camera: Camera, model: HeadModel, scalp: np.ndarray,
+                out: dict) -> HairEstimate:
+    """The photo's hair (:func:`~avatar_jax.texture.hair.estimate_hair`), probed at the scalp
+    vertices that face the camera; no hair where the skin statistics were not found."""
+    if not bool(out["skin_found"]):
+        return NO_HAIR
+    verts = np.asarray(verts, np.float32)
+    lms = np.asarray(landmarks(model, jnp.asarray(verts)))
+    xy = np.asarray(project(camera, jnp.asarray(verts)))
+    view = np.asarray(transform(camera, jnp.asarray(verts)))
+    normals = out["normals"] @ np.asarray(rotation_matrix(camera.rotvec)).T
+    facing = np.sum(normals * -view, -1) / np.maximum(np.linalg.norm(view, axis=-1), 1e-6)
+    probes = (scalp > 0.9) & (facing > 0.3)
+    face_xy = np.asarray(project(camera, jnp.asarray(lms[:27])))
+    return estimate_hair(image, xy[verts[:, 1] > lms[8, 1]], face_xy, xy[probes],
+                         float(xy[int(model.nose_tip), 1]), SkinStats.from_array(out["skin_stats"]))
+
+
+def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None) -> np.ndarray:
+    """Full-size uint8 blend ``c_own * photo(pos) + c_mir * photo(pos_m) + rest * fill``, the
+    fill times ``gain`` ``[S, S, 3]`` uint8 / 128 (the hair strands) if given."""
     up = functools.partial(cv2.resize, dsize=(size, size), interpolation=cv2.INTER_LINEAR)
     maps = up(np.concatenate([pos, pos_m], -1).astype(np.float32))
     coef = up(np.stack([c_own, c_mir], -1).astype(np.float32))
@@ -301,6 +345,8 @@ def _compose(image, size, pos, pos_m, c_own, c_mir, fill) -> np.ndarray:
     mir = cv2.remap(image, maps[..., 2], maps[..., 3], cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     fill_u8 = up(np.clip(fill * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if gain is not None:
+        fill_u8 = cv2.multiply(fill_u8, gain, scale=1.0 / 128.0)
     # blendLinear normalises by the weight sum: first the photo's own/mirrored mix, then that
     # against the skin fill with weights alpha = c_own + c_mir and 1 - alpha.
     c0, c1 = np.ascontiguousarray(coef[..., 0]), np.ascontiguousarray(coef[..., 1])
