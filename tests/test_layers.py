@@ -33,7 +33,7 @@ ALLOWED = {
     "render": {"geometry", "model"},
     "fit": {"geometry", "io", "model", "solve", "status", "landmarks", "_disk_cache", "_threads",
             "_identity_cache"},
-    "texture": {"geometry", "io", "model", "render", "_disk_cache", "_identity_cache"},
+    "texture": {"geometry", "io", "model", "render", "landmarks", "_disk_cache", "_identity_cache"},
     "regress": {"geometry", "io", "model", "landmarks", "_lazy"},
     "augment": {"geometry", "io", "model", "landmarks", "_lazy"},
     "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture"},
