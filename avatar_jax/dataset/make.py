@@ -19,6 +19,7 @@ A held-out set is another seed: other identities, other skins.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -45,6 +46,7 @@ SHARD_FIELDS = {
     "skin": "[n] int32 skin id (pool index, or photo index for skins='photo')",
     "sources": "[n, m] int32 augmentation group (source ids)", "weights": "[n, m] float32 blend weights",
     "mesh478": "[n, 478, 3] float32 MediaPipe points detected on the render (NaN: none); with detect",
+    "detected68": "[n, 68, 2] float32 the detector's iBUG-68 points on the render (NaN: none); with detect",
 }
 
 
@@ -69,7 +71,7 @@ class DatasetConfig:
     skins: str = "deid"
     num_sources: int = 500
     num_skins: int = 1000
-    skins_per_shard: int = 16
+    skins_per_shard: int = 8
     texture_size: int = 512
     detect: bool = False
     skin_photos: tuple[str, ...] = ()
@@ -166,7 +168,7 @@ def make_shard(config: DatasetConfig, k: int, context: _Context | None = None) -
            "landmarks68": _landmarks(ctx.model, vertices, camera), "skin": skin_ids,
            "sources": aug.sources.astype(np.int32), "weights": aug.weights.astype(np.float32)}
     if config.detect:
-        out["mesh478"] = _detect_mesh(images)
+        out["mesh478"], out["detected68"] = _detect(images)
     return out
 
 
@@ -183,17 +185,14 @@ def _draw_skins(rng, n, config: DatasetConfig, ctx: _Context):
 
 
 def _render(ctx: _Context, vertices, camera, textures, lights, backgrounds, size) -> np.ndarray:
-    from avatar_jax.render.scene import Lighting, RenderSettings, Scenes, render_scenes, scene_tile_demand
+    from avatar_jax.render.scene import Lighting, RenderSettings, Scenes, fit_tile_budget, render_scenes
     from avatar_jax.texture.caps import extend_vertices
 
     capped_verts = extend_vertices(ctx.caps, jnp.asarray(vertices, jnp.float32))
     light = Lighting(sh=lights.sh, specular=lights.specular, shininess=lights.shininess, light_dir=lights.light_dir)
-    settings = RenderSettings(image_size=(size, size))
     # A head close to the camera needs more tiles than the default budget (its caps, last in the
-    # triangle list, would be dropped first): budget the batch's own need, rounded up to a
-    # power of two so that only a few budgets ever compile.
-    need = int(scene_tile_demand(ctx.capped, capped_verts, camera, settings).max())
-    settings = dataclasses.replace(settings, max_chunks=1 << max(need - 1, 1).bit_length())
+    # triangle list, would be dropped first); a far one renders faster under a smaller budget.
+    settings = fit_tile_budget(ctx.capped, capped_verts, camera, RenderSettings(image_size=(size, size)))
     out = render_scenes(ctx.capped, Scenes(capped_verts, camera, jnp.asarray(textures), light,
                                            jnp.asarray(backgrounds)), settings)
     return np.asarray(out.images)
@@ -208,15 +207,19 @@ def _landmarks(model, vertices, camera) -> np.ndarray:
     return np.asarray(pts, np.float32)
 
 
-def _detect_mesh(images) -> np.ndarray:
+def _detect(images) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's mesh ``[n, 478, 3]`` and 68 points ``[n, 68, 2]`` of the largest face (NaN: none)."""
     from avatar_jax.landmarks.api import detect_faces
 
-    out = np.full((len(images), 478, 3), np.nan, np.float32)
+    mesh = np.full((len(images), 478, 3), np.nan, np.float32)
+    points = np.full((len(images), 68, 2), np.nan, np.float32)
     for i, image in enumerate(images):
         faces = detect_faces(image, max_faces=1)
-        if faces and faces[0].landmarks478 is not None:
-            out[i, :len(faces[0].landmarks478)] = faces[0].landmarks478
-    return out
+        if faces:
+            points[i] = faces[0].landmarks68
+            if faces[0].landmarks478 is not None:
+                mesh[i, :len(faces[0].landmarks478)] = faces[0].landmarks478
+    return mesh, points
 
 
 # ----------------------------------------------------------------------------- the command
@@ -260,11 +263,18 @@ def make_dataset(config: DatasetConfig, out_dir, *, shards=None, progress: bool 
     total = sum(min(config.shard_size, config.n - k * config.shard_size) for k in todo)
     bar = tqdm(total=total, unit="img", disable=not progress, desc="make-dataset")
     ctx = _context(config) if todo else None
-    for k in todo:
-        arrays = make_shard(config, k, ctx)
-        _write_atomic(shard_path(out_dir, k), arrays)
-        made_images += len(arrays["images"])
-        bar.update(len(arrays["images"]))
+    # The compressed write of shard k overlaps the making of shard k + 1 (zlib releases the GIL).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for k in todo:
+            arrays = make_shard(config, k, ctx)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write_atomic, shard_path(out_dir, k), arrays)
+            made_images += len(arrays["images"])
+            bar.update(len(arrays["images"]))
+        if pending is not None:
+            pending.result()
     bar.close()
     seconds = time.perf_counter() - t0
     return {"shards_made": len(todo), "shards_skipped": len(wanted) - len(todo), "images_made": made_images,

@@ -129,7 +129,7 @@ class RenderSettings:
     chunk: int = 2
     max_chunks: int | None = None
     shade_every_sample: bool = False
-    batch_chunk: int = 16
+    batch_chunk: int = 8
 
     def __post_init__(self):
         h, w = self.image_size
@@ -472,3 +472,14 @@ def scene_tile_demand(mesh: HeadModel, verts, camera: Camera,
     budget to be sure no pixel is dropped)."""
     return np.asarray(_batch_demand(jnp.asarray(verts, jnp.float32), camera,
                                     jnp.asarray(mesh.triangles, jnp.int32), settings))
+
+
+def fit_tile_budget(mesh: HeadModel, verts, camera: Camera, settings: RenderSettings = RenderSettings(),
+                    bucket: int = 1 << 14) -> RenderSettings:
+    """``settings`` with ``max_chunks`` just enough for every frame of ``verts`` ``[B, V, 3]`` at
+    ``camera``, rounded up to a multiple of ``bucket`` so that only a few budgets ever compile.
+
+    The cost of a frame grows with the budget, not with its own need: a batch of heads far
+    from the camera renders faster under a smaller budget than the default one."""
+    need = int(scene_tile_demand(mesh, verts, camera, settings).max())
+    return dataclasses.replace(settings, max_chunks=max(-(-need // bucket), 1) * bucket)
