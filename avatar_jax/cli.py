@@ -11,6 +11,8 @@
                        [--size 320] [--no-video] [--seed 0]
     avatar-jax make-dataset --out DIR [--n 10000] [--aug dr|cpca|linear|none] [--skins deid|photo]
                             [--skin-photos PHOTO...] [--detect] [--shard i/n] [--seed 0]
+    avatar-jax train-regressor --data DIR --out RUN [--encoder mesh|dlib|both] [--test DIR]
+                               [--config FILE.json] [--epochs N]
 
 Each photo that fails prints one line (unreadable file, no face, fit failed) and the exit status
 is non-zero, but the other photos' outputs are still written.
@@ -54,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     from avatar_jax.dataset import command as dataset_command  # light: no JAX until it runs
 
     dataset_command.add_parser(sub)
+    from avatar_jax.regress import command as regress_command  # light: no JAX until it runs
+
+    regress_command.add_parser(sub)
     return ap
 
 
@@ -96,6 +101,10 @@ def main(argv=None) -> int:
         from avatar_jax.animate import command as animate_command
 
         return animate_command.run(args)
+    if args.command == "train-regressor":
+        from avatar_jax.regress import command as regress_command
+
+        return regress_command.run(args)
     if args.command == "make-dataset":
         from avatar_jax.dataset import command as dataset_command
 

@@ -45,7 +45,8 @@ ALLOWED = {
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
                  "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
     "animate": {"geometry", "io", "model", "render", "_lazy"},
-    "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "batch", "animate", "_cache", "__init__"},
+    "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "regress", "batch", "animate", "_cache",
+            "__init__"},
     "__init__": {"_lazy"},  # lazy exports resolve through importlib, not import statements
 }
 

@@ -130,3 +130,59 @@ def test_encode_checks_its_inputs():
         encode.encode("lightcnn", mesh478=np.zeros((1, 478, 3)))
     with pytest.raises(ValueError, match="needs mesh478"):
         encode.encode("mesh")
+
+
+# ----------------------------------------------------------------------------- train-regressor on renders
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """Two tiny make-dataset folders with MediaPipe run on the renders (train seed 0, test seed 1)."""
+    from avatar_jax.dataset.make import DatasetConfig, make_dataset
+    from avatar_jax.dataset.scenes import SceneConfig
+
+    root = tmp_path_factory.mktemp("renders")
+    base = DatasetConfig(n=24, shard_size=12, num_sources=12, num_skins=4, skins_per_shard=2, texture_size=256,
+                         detect=True, scene=SceneConfig(image_size=128, yaw_deg=30))
+    make_dataset(base, root / "train", progress=False)
+    make_dataset(DatasetConfig(**{**base.__dict__, "n": 12, "seed": 1}), root / "test", progress=False)
+    return root
+
+
+def test_train_regressor_command_writes_a_run_and_resumes(renders, tmp_path):
+    import json
+
+    from avatar_jax.cli import main
+
+    run = tmp_path / "run"
+    args = ["train-regressor", "--data", str(renders / "train"), "--test", str(renders / "test"), "--out", str(run),
+            "--epochs", "3", "--no-progress"]
+    assert main(args) == 0
+    for name in ("regressor.npz", "history.json", "loss.png", "metrics.json", "train_config.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["items"] + metrics["test"]["dropped_no_face"] == 12
+    assert np.isfinite(metrics["test"]["face_mm"]) and metrics["test"]["mean_shape_face_mm"] > 0
+    reg = load_regressor(run / "regressor.npz")
+    assert reg.encoder == "mesh" and reg.extras["template"].shape == (478, 3)
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["train_loss"]) == 3
+    # More epochs resume from the checkpoint; another configuration in the same folder is refused.
+    assert main(args[:-3] + ["--epochs", "5", "--no-progress"]) == 0
+    assert len(json.loads((run / "history.json").read_text())["train_loss"]) == 5
+    assert np.allclose(json.loads((run / "history.json").read_text())["train_loss"][:3], history["train_loss"])
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"learning_rate": 1e-3}))
+    assert main(args[:-3] + ["--config", str(config), "--no-progress"]) == 2
+
+
+def test_train_regressor_names_a_dataset_without_detections(tmp_path):
+    from avatar_jax.dataset.make import DatasetConfig, make_dataset
+    from avatar_jax.dataset.scenes import SceneConfig
+    from avatar_jax.regress.command import dataset_features
+
+    make_dataset(DatasetConfig(n=2, shard_size=2, num_sources=12, num_skins=1, texture_size=64,
+                               scene=SceneConfig(image_size=64)), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="--detect"):
+        dataset_features(tmp_path, "mesh")
+    with pytest.raises(ValueError, match="not a dataset"):
+        dataset_features(tmp_path / "nowhere", "mesh")

@@ -32,6 +32,7 @@ import numpy as np
 
 from avatar_jax.dataset import scenes as sc
 from avatar_jax.dataset.skins import make_skin, sample_skin_params, skin_atlas
+from avatar_jax.io.shards import iter_shards, shard_path, write_shard  # noqa: F401 - iter_shards re-exported
 
 FORMAT_VERSION = 1
 AUGMENTATIONS = ("dr", "cpca", "linear", "none")
@@ -139,10 +140,6 @@ def _photo_skin(path, size, model) -> np.ndarray:
                           texture_size=size).texture
 
 
-def shard_path(out_dir, k: int) -> Path:
-    return Path(out_dir) / f"shard-{k:05d}.npz"
-
-
 def make_shard(config: DatasetConfig, k: int, context: _Context | None = None) -> dict[str, np.ndarray]:
     """The arrays of shard ``k`` (see :data:`SHARD_FIELDS`); deterministic for ``(config, k)``."""
     from avatar_jax.augment import augment_shapes
@@ -224,13 +221,6 @@ def _detect(images) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- the command
 
-def _write_atomic(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
-
-
 def _check_manifest(out_dir: Path, config: DatasetConfig) -> None:
     path = out_dir / "manifest.json"
     wanted = json.loads(json.dumps(config.to_json()))
@@ -270,7 +260,7 @@ def make_dataset(config: DatasetConfig, out_dir, *, shards=None, progress: bool 
             arrays = make_shard(config, k, ctx)
             if pending is not None:
                 pending.result()
-            pending = writer.submit(_write_atomic, shard_path(out_dir, k), arrays)
+            pending = writer.submit(write_shard, shard_path(out_dir, k), arrays)
             made_images += len(arrays["images"])
             bar.update(len(arrays["images"]))
         if pending is not None:
@@ -279,14 +269,3 @@ def make_dataset(config: DatasetConfig, out_dir, *, shards=None, progress: bool 
     seconds = time.perf_counter() - t0
     return {"shards_made": len(todo), "shards_skipped": len(wanted) - len(todo), "images_made": made_images,
             "seconds": seconds, "images_per_s": made_images / seconds if made_images else 0.0}
-
-
-def iter_shards(out_dir):
-    """Yield each finished shard of the dataset in ``out_dir`` as a dict of arrays, in order."""
-    out_dir = Path(out_dir)
-    manifest = json.loads((out_dir / "manifest.json").read_text())
-    for name in manifest["shards"]:
-        path = out_dir / name
-        if path.is_file():
-            with np.load(path) as data:
-                yield {k: data[k] for k in data.files}
