@@ -2,7 +2,8 @@
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--blendshape-names arkit|ict] [--backend mediapipe|dlib] [--all-faces]
-                           [--no-overlay] [--no-hair] [--device cpu|gpu|tpu]
+                           [--no-overlay] [--no-hair] [--shape-source landmarks|dense|regressor]
+                           [--regressor FILE.npz] [--device cpu|gpu|tpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
     avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-overlay", action="store_true", help="skip the landmark/wireframe overlay PNG")
     rec.add_argument("--no-hair", action="store_true",
                      help="skin colour on the unseen scalp (default: the photo's hair colour where it shows hair)")
+    rec.add_argument("--shape-source", default="landmarks", choices=["landmarks", "dense", "regressor"],
+                     help="base shape P of the fit: the identity from the 68 landmarks (default), from the head "
+                          "model fitted to MediaPipe's 468 points, or a trained regressor (--regressor)")
+    rec.add_argument("--regressor", default=None, help="regressor .npz for --shape-source regressor")
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
     _add_eval_parser(sub)
@@ -131,9 +136,14 @@ def _reconstruct(args) -> int:
 
     options = Options(texture_size=args.texture_size, formats=tuple(args.formats), backend=args.backend,
                       all_faces=args.all_faces, overlay=not args.no_overlay, hair=not args.no_hair,
-                      blendshape_names=args.blendshape_names)
+                      blendshape_names=args.blendshape_names, shape_source=args.shape_source,
+                      regressor=args.regressor)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None
-    outcomes = reconstruct(args.photos, args.out, options, progress=progress)
+    try:
+        outcomes = reconstruct(args.photos, args.out, options, progress=progress)
+    except ValueError as err:  # a bad option (e.g. no or a broken --regressor), before any photo
+        print(f"avatar-jax reconstruct: {err}", file=sys.stderr)
+        return EXIT_USAGE
     failed = [o for o in outcomes if o.status != Status.OK]
     for o in failed:
         print(f"avatar-jax: {o.status.label}: {o.message}", file=sys.stderr)

@@ -40,8 +40,41 @@ FORMATS = ("glb", "obj")
 # refuses them); their functions live in fit.dense as ``<name>68``, and detect() resolves them.
 FITTED_ROUTES = {name: getattr(dense, f"{name}68") for name in landmark_api.FITTED_ROUTES}
 
-__all__ = ["FORMATS", "Avatar", "detect", "export_avatar", "face_fit", "fit_faces", "fit_report",
-           "texture_avatar", "write_overlay", "write_report"]
+SHAPE_SOURCES = ("landmarks", "dense", "regressor")
+
+__all__ = ["FORMATS", "SHAPE_SOURCES", "Avatar", "base_shapes", "detect", "export_avatar", "face_fit", "fit_faces",
+           "fit_report", "texture_avatar", "write_overlay", "write_report"]
+
+
+def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str = "landmarks", *,
+                regressor=None, model: HeadModel | None = None) -> np.ndarray | None:
+    """Base shapes P ``[F, V, 3]`` for :func:`fit_faces`, or None for ``"landmarks"``.
+
+    - ``"landmarks"``: None: the fit estimates the identity from the 68 points with its prior.
+    - ``"dense"``: the identity of the head model fitted to MediaPipe's 468 mesh points
+      (:func:`avatar_jax.fit.dense.fit_dense`), without its expression.
+    - ``"regressor"``: a trained :class:`~avatar_jax.regress.Regressor` on the photo
+      (:func:`avatar_jax.regress.regress`).
+
+    Raises:
+      ValueError: unknown source, a face without the 478-point mesh, no regressor given.
+    """
+    if source not in SHAPE_SOURCES:
+        raise ValueError(f"base_shapes: source must be one of {SHAPE_SOURCES}, got {source!r}")
+    if source == "landmarks":
+        return None
+    if source == "regressor":
+        if regressor is None:
+            raise ValueError("base_shapes: source 'regressor' needs a regressor (avatar_jax.regress.load_regressor)")
+        from avatar_jax.regress import regress
+
+        return np.asarray(regress(regressor, image, faces), np.float32)
+    model = model or load_head_model()
+    if any(f.landmarks478 is None for f in faces):
+        raise ValueError("base_shapes: source 'dense' needs MediaPipe's mesh on every face (the mediapipe backend)")
+    res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), image.shape[:2], model=model)
+    identity = np.asarray(res.identity, np.float32)
+    return np.asarray(model.neutral)[None] + np.einsum("fk,kvd->fvd", identity, np.asarray(model.identity_basis))
 
 
 def detect(image: np.ndarray, *, backend: str = "mediapipe", route="refined", max_faces: int | None = 1,
@@ -208,10 +241,12 @@ def fit_report(result: FitResult, model: HeadModel, *, blendshape_names: str = "
 
 
 def write_report(path: str | Path, photo: str, face: FaceLandmarks, result: FitResult, model: HeadModel,
-                 timings: dict, *, blendshape_names: str = "arkit") -> Path:
-    """``path`` (.json): the photo, the detection and :func:`fit_report`, with per-stage timings."""
+                 timings: dict, *, blendshape_names: str = "arkit", shape_source: str = "landmarks") -> Path:
+    """``path`` (.json): the photo, the detection, the base shape's source and :func:`fit_report`,
+    with per-stage timings."""
     report = {"photo": photo,
               "face": {"box": np.asarray(face.box).tolist(), "score": float(face.score), "backend": face.backend},
+              "shape_source": shape_source,
               **fit_report(result, model, blendshape_names=blendshape_names), "timings_s": timings}
     path = Path(path)
     path.write_text(json.dumps(report, indent=1))

@@ -50,6 +50,8 @@ class Options:
     config: FitConfig = FitConfig()
     blendshape_names: str = "arkit"
     hair: bool = True  # the unseen scalp in the photo's hair colour (texture_avatar)
+    shape_source: str = "landmarks"  # base shape P: pipeline.SHAPE_SOURCES
+    regressor: str | None = None  # a regressor .npz for shape_source "regressor"
 
 
 def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Options = Options(), *,
@@ -59,10 +61,27 @@ def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Optio
     model = model or load_head_model()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if shape_source is None and options.shape_source != "landmarks":
+        shape_source = _named_source(options, model)
     outcomes = []
     for path in (progress(paths) if progress else paths):
         outcomes += _one_photo(str(path), out_dir, options, model, shape_source)
     return outcomes
+
+
+def _named_source(options: Options, model: HeadModel) -> ShapeSource:
+    """The ``Options.shape_source`` as a per-face callable (the regressor is loaded once)."""
+    if options.shape_source not in pipeline.SHAPE_SOURCES:
+        raise ValueError(f"shape_source must be one of {pipeline.SHAPE_SOURCES}, got {options.shape_source!r}")
+    regressor = None
+    if options.shape_source == "regressor":
+        if options.regressor is None:
+            raise ValueError("shape_source 'regressor' needs Options.regressor (a regressor .npz)")
+        from avatar_jax.regress import load_regressor
+
+        regressor = load_regressor(options.regressor)
+    return lambda image, face: pipeline.base_shapes(image, [face], options.shape_source, regressor=regressor,
+                                                    model=model)[0]
 
 
 def _one_photo(path, out_dir, options, model, shape_source) -> list[Outcome]:
@@ -113,5 +132,5 @@ def _one_face(path, image, face, res, index, stem, options, model, timings) -> O
     if options.overlay:
         files.append(pipeline.write_overlay(f"{stem}_overlay.png", image, face, res, model))
     files.append(pipeline.write_report(f"{stem}.json", path, face, res, model, timings,
-                                       blendshape_names=options.blendshape_names))
+                                       blendshape_names=options.blendshape_names, shape_source=options.shape_source))
     return Outcome(path, Status.OK, "", tuple(str(f) for f in files), index)

@@ -36,7 +36,7 @@ ALLOWED = {
     "texture": {"geometry", "io", "model", "render", "landmarks", "_disk_cache", "_identity_cache"},
     "regress": {"geometry", "io", "model", "landmarks", "_lazy"},
     "augment": {"geometry", "io", "model", "landmarks", "_lazy"},
-    "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture"},
+    "pipeline": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "regress"},
     "dataset": {"status", "geometry", "io", "model", "render", "texture", "landmarks", "augment", "fit",
                 "pipeline", "_disk_cache", "_identity_cache", "_lazy"},
     "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads", "_lazy",

@@ -186,3 +186,45 @@ def test_train_regressor_names_a_dataset_without_detections(tmp_path):
         dataset_features(tmp_path, "mesh")
     with pytest.raises(ValueError, match="not a dataset"):
         dataset_features(tmp_path / "nowhere", "mesh")
+
+
+def test_regress_then_fit_end_to_end_on_a_photo(renders, tmp_path):
+    from pathlib import Path
+
+    from avatar_jax import pipeline
+    from avatar_jax.io.image import load_image
+    from avatar_jax.regress.command import train
+    from avatar_jax.status import Status
+
+    train(renders / "train", "mesh", tmp_path / "run", TrainConfig(epochs=2), progress=False)
+    reg = load_regressor(tmp_path / "run" / "regressor.npz")
+    image = load_image(Path(__file__).parent / "data" / "photos" / "fr_obama.jpg")
+    faces = pipeline.detect(image)
+    model = load_head_model()
+    for source, kwargs in (("regressor", {"regressor": reg}), ("dense", {})):
+        base = pipeline.base_shapes(image, faces, source, model=model, **kwargs)
+        assert base.shape == (1, model.num_vertices, 3) and np.all(np.isfinite(base))
+        assert np.abs(base - np.asarray(model.neutral)).max() > 0.1  # not just the mean head
+        res = pipeline.fit_faces(image, faces, model=model, base_shapes=base)
+        assert Status.of(int(res.status[0])) == Status.OK
+    assert pipeline.base_shapes(image, faces, "landmarks") is None
+    with pytest.raises(ValueError, match="needs a regressor"):
+        pipeline.base_shapes(image, faces, "regressor")
+    with pytest.raises(ValueError, match="source must be"):
+        pipeline.base_shapes(image, faces, "magic")
+
+
+def test_reconstruct_reports_the_shape_source(tmp_path):
+    import json
+    from pathlib import Path
+
+    from avatar_jax.cli import main
+
+    photo = Path(__file__).parent / "data" / "photos" / "fr_obama.jpg"
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "dense", "--texture-size", "64",
+                 "--formats", "glb", "--no-overlay"]) == 0
+    assert json.loads((out / "fr_obama.json").read_text())["shape_source"] == "dense"
+    assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor"]) == 2
+    assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor",
+                 "--regressor", str(tmp_path / "missing.npz")]) == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,28 +45,67 @@ def dataset_features(data_dir, encoder: str, template=None, dlib_params=None):
     ``template``: the mesh encoder's Procrustes template (None: built from this data)."""
     import numpy as np
 
-    from avatar_jax.io.shards import iter_shards
     from avatar_jax.regress import encode as enc
     from avatar_jax.regress.features import mesh_template
 
     wanted = ["shapes"] + (["mesh478"] if encoder in ("mesh", "both") else []) \
-        + (["images", "detected68"] if encoder in ("dlib", "both") else [])
-    parts = {k: [] for k in wanted}
+        + (["detected68"] if encoder in ("dlib", "both") else [])
+    data = _read(data_dir, wanted)
+    parts = []
+    if encoder in ("dlib", "both"):
+        parts.append(_dlib_descriptors(data_dir, dlib_params))
+    if encoder in ("mesh", "both"):
+        if template is None:
+            template = mesh_template(data["mesh478"])
+        parts.append(enc.encode("mesh", mesh478=data["mesh478"], template=template))
+    x = np.concatenate(parts, 1)
+    return x, data["shapes"], template
+
+
+def _read(data_dir, fields) -> dict:
+    import numpy as np
+
+    from avatar_jax.io.shards import iter_shards
+
+    parts = {k: [] for k in fields}
     try:
-        for shard in iter_shards(data_dir, wanted):
-            for k in wanted:
+        for shard in iter_shards(data_dir, fields):
+            for k in fields:
                 parts[k].append(shard[k])
     except KeyError as err:
         raise ValueError(f"{data_dir}: the shards have no {err} (make the dataset with --detect)") from None
     if not parts["shapes"]:
         raise ValueError(f"{data_dir}: no finished shards")
-    data = {k: np.concatenate(v) for k, v in parts.items()}
-    if encoder in ("mesh", "both") and template is None:
-        template = mesh_template(data["mesh478"])
-    x = enc.encode(encoder, images=list(data["images"]) if "images" in data else None,
-                   landmarks68=data.get("detected68"), mesh478=data.get("mesh478"), template=template,
-                   dlib_params=dlib_params)
-    return x, data["shapes"], template
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _dlib_descriptors(data_dir, params=None):
+    """``[N, 128]`` dlib descriptors at the detected points, cached in ``DIR/.cache/dlib.npz``
+    (the descriptors of a whole dataset take minutes; the cache is keyed on the shard files)."""
+    import numpy as np
+
+    from avatar_jax.io.shards import read_manifest
+    from avatar_jax.regress import encode as enc
+
+    shards = [Path(data_dir) / n for n in read_manifest(data_dir)["shards"]]
+    key = json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shards if p.is_file()])
+    cache = Path(data_dir) / ".cache" / "dlib.npz"
+    if cache.is_file():
+        with np.load(cache) as found:
+            if str(found["key"]) == key:
+                return found["descriptors"]
+    from avatar_jax.io.shards import iter_shards
+    from avatar_jax.regress.dlib_resnet import load_dlib_resnet
+
+    params = params if params is not None else load_dlib_resnet()
+    descriptors = np.concatenate([  # shard by shard: a whole dataset's images would not fit
+        enc.encode("dlib", images=list(s["images"]), landmarks68=s["detected68"], dlib_params=params)
+        for s in iter_shards(data_dir, ["images", "detected68"])])
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_name(f".dlib.{os.getpid()}.tmp.npz")
+    np.savez(tmp, key=np.array(key), descriptors=descriptors)
+    os.replace(tmp, cache)
+    return descriptors
 
 
 def run(args) -> int:
@@ -113,7 +153,9 @@ def train(data, encoder: str, out, config, *, test=None, progress: bool = True) 
     regressor, history = train_regressor(x, shapes, model, config, encoder=encoder, extras=extras,
                                          out_dir=out, progress=bar)
     summary = {"encoder": encoder, "items": int(np.all(np.isfinite(x), 1).sum()), "epochs": config.epochs,
-               "held_out_face_mm": history.held_out_face_mm[-1], "held_out_mean_shape_mm": history.baseline_face_mm}
+               "chosen_epoch": history.chosen_epoch,
+               "held_out_face_mm": history.held_out_face_mm[history.chosen_epoch - 1] if history.chosen_epoch else None,
+               "held_out_mean_shape_mm": history.baseline_face_mm}
     if test is not None:
         summary["test"] = evaluate(regressor, test, model, shapes)
     card = {"data": str(data), "encoder": encoder, "train_config": dataclasses.asdict(config), **summary}

@@ -34,7 +34,12 @@ FORMAT_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The decoder's training schedule (paper defaults) and its held-out split."""
+    """The decoder's training schedule (paper defaults) and its held-out split.
+
+    ``keep_best``: the regressor takes the parameters of the epoch with the lowest held-out face
+    error (the held-out split then selects the model, so report a separate test set); False:
+    the last epoch's. ``weight_decay``: decoupled weight decay (AdamW); 0 is the paper's Adam.
+    """
 
     epochs: int = 500
     batch_size: int = 64
@@ -46,6 +51,8 @@ class TrainConfig:
     held_out_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 10
+    keep_best: bool = True
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_every"):
@@ -53,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"TrainConfig.held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("learning_rate", "face_radius_mm", "face_weight"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -93,11 +102,13 @@ def _apply(num_vertices: int, params, x):
 @dataclasses.dataclass(frozen=True)
 class History:
     """Per epoch: training loss (weighted L1, mm), held-out face error (mm, mean over items);
-    ``baseline_face_mm``: the training mean's held-out face error."""
+    ``baseline_face_mm``: the training mean's held-out face error; ``chosen_epoch``: the epoch
+    whose parameters the regressor has (the best held-out one with ``keep_best``)."""
 
     train_loss: list
     held_out_face_mm: list
     baseline_face_mm: float
+    chosen_epoch: int = 0
 
 
 def split_indices(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +136,10 @@ def train_regressor(features, shapes, model, config: TrainConfig = TrainConfig()
     weights = jnp.asarray(vertex_weights(pca.mean, int(model.nose_tip), config.face_radius_mm, config.face_weight))
     face = weights > 1.0
     decoder = VertexDecoder(model.num_vertices)
-    optimiser = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
+    optimiser = optax.adamw(config.learning_rate, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
     key = jax.random.PRNGKey(config.seed)
     params = init_decoder(decoder, key, x.shape[1], pca)
-    state = {"params": params, "opt_state": optimiser.init(params), "epoch": 0,
+    state = {"params": params, "opt_state": optimiser.init(params), "best": params, "epoch": 0, "best_epoch": 0,
              "train_loss": np.zeros(config.epochs, np.float32), "held_out": np.zeros(config.epochs, np.float32)}
     manager = _checkpoint_manager(out_dir, config, features.shape)
     state = _restore(manager, state, config.epochs)
@@ -142,15 +153,19 @@ def train_regressor(features, shapes, model, config: TrainConfig = TrainConfig()
         pred = decoder.apply({"params": state["params"]}, held_x)
         state["train_loss"][epoch] = float(loss)
         state["held_out"][epoch] = float(jnp.mean(face_error_mm(pred, held_y, face)))
+        if state["held_out"][epoch] <= state["held_out"][:epoch + 1].min():
+            state["best"], state["best_epoch"] = state["params"], epoch + 1
         state["epoch"] = epoch + 1
         if manager is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             _save(manager, state)
     if manager is not None:
         manager.wait_until_finished()
     baseline = float(jnp.mean(face_error_mm(jnp.broadcast_to(pca.mean, held_y.shape), held_y, face)))
-    regressor = Regressor(jax.tree.map(np.asarray, state["params"]), model.num_vertices, mean, std, encoder,
+    chosen = state["best"] if config.keep_best else state["params"]
+    regressor = Regressor(jax.tree.map(np.asarray, chosen), model.num_vertices, mean, std, encoder,
                           dict(extras or {}))
-    return regressor, History(state["train_loss"].tolist(), state["held_out"].tolist(), baseline)
+    epoch = int(state["best_epoch"]) if config.keep_best else int(state["epoch"])
+    return regressor, History(state["train_loss"].tolist(), state["held_out"].tolist(), baseline, epoch)
 
 
 def _check_data(features, shapes, model):
@@ -226,7 +241,7 @@ def _restore(manager, state, epochs: int):
         return state
     import orbax.checkpoint as ocp
 
-    tensors = {k: state[k] for k in ("params", "opt_state")}
+    tensors = {k: state[k] for k in ("params", "opt_state", "best")}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tensors)
     old = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         tensors=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()))
@@ -238,7 +253,8 @@ def _restore(manager, state, epochs: int):
         return out
 
     return {**old["tensors"], "train_loss": resized(history["train_loss"]),
-            "held_out": resized(history["held_out"]), "epoch": min(int(history["epoch"]), epochs)}
+            "held_out": resized(history["held_out"]), "epoch": min(int(history["epoch"]), epochs),
+            "best_epoch": int(history["best_epoch"])}
 
 
 def _save(manager, state):
@@ -247,10 +263,10 @@ def _save(manager, state):
     import orbax.checkpoint as ocp
 
     epoch = int(state["epoch"])
-    history = {"epoch": epoch, "train_loss": state["train_loss"][:epoch].tolist(),
-               "held_out": state["held_out"][:epoch].tolist()}
+    history = {"epoch": epoch, "best_epoch": int(state["best_epoch"]),
+               "train_loss": state["train_loss"][:epoch].tolist(), "held_out": state["held_out"][:epoch].tolist()}
     manager.save(epoch, args=ocp.args.Composite(
-        tensors=ocp.args.StandardSave({k: state[k] for k in ("params", "opt_state")}),
+        tensors=ocp.args.StandardSave({k: state[k] for k in ("params", "opt_state", "best")}),
         history=ocp.args.JsonSave(history)))
 
 
