@@ -41,7 +41,7 @@ ALLOWED = {
                 "pipeline", "_disk_cache", "_identity_cache", "_lazy"},
     "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "_threads", "_lazy",
               "_cache"},
-    "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline"},
+    "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "regress"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
                  "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
     "animate": {"geometry", "io", "model", "render", "_lazy"},
