@@ -42,8 +42,8 @@ FITTED_ROUTES = {name: getattr(dense, f"{name}68") for name in landmark_api.FITT
 
 SHAPE_SOURCES = ("landmarks", "dense", "regressor")
 
-__all__ = ["FORMATS", "SHAPE_SOURCES", "Avatar", "base_shapes", "detect", "export_avatar", "face_fit", "fit_faces",
-           "fit_report", "texture_avatar", "write_overlay", "write_report"]
+__all__ = ["FORMATS", "SHAPE_SOURCES", "Avatar", "base_shapes", "batch_base_shapes", "detect", "export_avatar",
+           "face_fit", "fit_faces", "fit_report", "texture_avatar", "write_overlay", "write_report"]
 
 
 def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str = "landmarks", *,
@@ -59,6 +59,12 @@ def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str =
     Raises:
       ValueError: unknown source, a face without the 478-point mesh, no regressor given.
     """
+    return batch_base_shapes([image] * len(faces), faces, source, regressor=regressor, model=model)
+
+
+def batch_base_shapes(images: Sequence[np.ndarray], faces: Sequence[FaceLandmarks], source: str = "landmarks", *,
+                      regressor=None, model: HeadModel | None = None) -> np.ndarray | None:
+    """:func:`base_shapes` for faces of several photos (``images[i]`` holds ``faces[i]``), batched."""
     if source not in SHAPE_SOURCES:
         raise ValueError(f"base_shapes: source must be one of {SHAPE_SOURCES}, got {source!r}")
     if source == "landmarks":
@@ -66,13 +72,14 @@ def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str =
     if source == "regressor":
         if regressor is None:
             raise ValueError("base_shapes: source 'regressor' needs a regressor (avatar_jax.regress.load_regressor)")
-        from avatar_jax.regress import regress
+        from avatar_jax.regress import regress_faces
 
-        return np.asarray(regress(regressor, image, faces), np.float32)
+        return np.asarray(regress_faces(regressor, images, faces), np.float32)
     model = model or load_head_model()
     if any(f.landmarks478 is None for f in faces):
         raise ValueError("base_shapes: source 'dense' needs MediaPipe's mesh on every face (the mediapipe backend)")
-    res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), image.shape[:2], model=model)
+    sizes = np.array([im.shape[:2] for im in images], np.float32)
+    res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), sizes, model=model)
     identity = np.asarray(res.identity, np.float32)
     return np.asarray(model.neutral)[None] + np.einsum("fk,kvd->fvd", identity, np.asarray(model.identity_basis))
 

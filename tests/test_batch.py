@@ -394,3 +394,26 @@ def test_exported_rigs_validate_and_carry_the_chosen_names(tmp_path, testdata, g
     names = pygltflib.GLTF2().load(str(glb)).meshes[0].extras["targetNames"]
     assert names == list(ARKIT_NAMES if naming == "arkit" else load_head_model().expression_names)
     gltf_validate(glb)
+
+
+def test_dense_shape_source_fits_around_its_base_shape(testdata, tmp_path):
+    from avatar_jax.model import load_head_model
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in PHOTOS[:2]:
+        (folder / name).write_bytes((testdata / name).read_bytes())
+    out = tmp_path / "out"
+    config = BatchConfig(batch_size=B, workers=2, shape_source="dense")
+    report = fit_batch(list_items(folder), out, config)
+    assert report.counts == {"ok": 2}
+    model = load_head_model()
+    for item, a in _arrays(out).items():
+        base = a["base_shape"]
+        assert base.shape == (model.num_vertices, 3) and np.abs(base - np.asarray(model.neutral)).max() > 0.1, item
+        assert np.all(a["identity"] == 0) and a["reprojection_error"] < 10
+    assert json.loads((out / "summary.json").read_text())["settings"]["shape_source"] == "dense"
+    with pytest.raises(SettingsMismatch, match="shape_source"):
+        fit_batch(list_items(folder), out, CONFIG)
+    with pytest.raises(ValueError, match="regressor"):
+        BatchConfig(shape_source="regressor")

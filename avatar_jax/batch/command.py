@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
                    help="--export glb morph target names: Apple's 52 ARKit names (default) or the head "
                         "model's 53 ICT-FaceKit shapes (docs/export.md)")
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib"], help="landmark detector")
+    p.add_argument("--shape-source", default="landmarks", choices=["landmarks", "dense", "regressor"],
+                   help="base shape P of each fit (see avatar-jax reconstruct --help)")
+    p.add_argument("--regressor", default=None, help="regressor .npz for --shape-source regressor")
     p.add_argument("--route", default="refined", choices=["refined", "silhouette", "baseline", "fitted", "hybrid"],
                    help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
     p.add_argument("--pts-index-base", type=int, default=1, choices=[0, 1],
@@ -75,7 +78,8 @@ def run(args) -> int:
         config = BatchConfig(batch_size=args.batch_size, workers=args.workers, window=args.window,
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
                              exports=tuple(args.export), texture_size=args.texture_size,
-                             blendshape_names=args.blendshape_names)
+                             blendshape_names=args.blendshape_names, shape_source=args.shape_source,
+                             regressor=args.regressor)
         items = list_items(args.input, exclude=args.out, group_by=args.group_by)
         mine = shard(items, index, count)
         report = fit_batch(mine, args.out, config, all_items=items,

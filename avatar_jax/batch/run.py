@@ -42,9 +42,10 @@ from avatar_jax.batch import store as st
 from avatar_jax.batch.inputs import NUM_LANDMARKS, Item, read_landmarks
 from avatar_jax.fit import FitConfig, FitResult, fit
 from avatar_jax.io.image import ImageLoadError, load_image
-from avatar_jax.landmarks.api import detect_faces
+from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
 from avatar_jax.landmarks.mediapipe import FaceMeshPipeline
 from avatar_jax.model import HeadModel, arkit, load_head_model
+from avatar_jax.regress import load_regressor
 from avatar_jax.status import Status
 
 
@@ -68,8 +69,16 @@ class BatchConfig:
     exports: tuple[str, ...] = ()
     texture_size: int = 1024
     blendshape_names: str = "arkit"
+    shape_source: str = "landmarks"
+    regressor: str | None = None
 
     def __post_init__(self):
+        if self.shape_source not in pipeline.SHAPE_SOURCES:
+            raise ValueError(f"shape_source must be one of {pipeline.SHAPE_SOURCES}, got {self.shape_source!r}")
+        if (self.shape_source == "regressor") != (self.regressor is not None):
+            raise ValueError("a regressor file goes with shape_source 'regressor', and only with it")
+        if self.shape_source != "landmarks" and self.backend != "mediapipe":
+            raise ValueError(f"shape_source {self.shape_source!r} reads MediaPipe's mesh: use the mediapipe backend")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
@@ -97,6 +106,7 @@ class BatchConfig:
                 "route": self.route, "pts_index_base": self.pts_index_base, "exports": sorted(self.exports),
                 "texture_size": self.texture_size if self.exports else None,
                 "blendshape_names": self.blendshape_names if "glb" in self.exports else None,
+                "shape_source": self.shape_source, "regressor": self.regressor,
                 "platform": jax.default_backend()}
 
 
@@ -125,8 +135,9 @@ class _Prepared:
     message: str = ""
     landmarks: np.ndarray | None = None
     image_size: tuple[int, int] | None = None  # (height, width)
-    image: np.ndarray | None = None  # kept only when an export needs the pixels
+    image: np.ndarray | None = None  # kept only when an export or the shape source needs the pixels
     face: dict | None = None
+    detection: FaceLandmarks | None = None  # kept only for a shape source other than the landmarks
     timings: dict = dataclasses.field(default_factory=dict)
 
 
@@ -172,6 +183,9 @@ class _Streamer:
 
     def __init__(self, config: BatchConfig, store: st.Store, model: HeadModel, bar):
         self.config, self.store, self.model, self.bar = config, store, model, bar
+        self.regressor = load_regressor(config.regressor) if config.regressor else None
+        # A dlib-reading regressor needs the photo itself beside the detected points.
+        self.keep_image = bool(config.exports) or (self.regressor is not None and self.regressor.encoder != "mesh")
         self.local = threading.local()
         self.cond = threading.Condition()
         self.in_flight = self.max_in_flight = self.batches = 0
@@ -200,8 +214,8 @@ class _Streamer:
                     batch.append(prepared)
                 if len(batch) == size or (batch and not pending and not futures):
                     results = self._fit(batch)
-                    for p, r in zip(batch, results):
-                        writer.submit(self._commit_fit, p, r)
+                    for p, (r, base) in zip(batch, results):
+                        writer.submit(self._commit_fit, p, r, base)
                     batch = []
                 self._raise_writer_errors()
         self._raise_writer_errors()
@@ -245,6 +259,9 @@ class _Streamer:
             return _Prepared(item, Status.UNREADABLE, str(err))
 
     def _prepare_user_landmarks(self, item: Item) -> _Prepared:
+        if self.config.shape_source != "landmarks":
+            return _Prepared(item, Status.FAILED, f"{item.image}: shape source {self.config.shape_source!r} needs "
+                                                  "a detected face (MediaPipe's mesh), not a landmark file")
         timings = {}
         t = time.perf_counter()
         try:
@@ -274,8 +291,9 @@ class _Streamer:
         face = faces[0]
         info = {"box": np.asarray(face.box).tolist(), "score": float(face.score), "backend": face.backend}
         return _Prepared(item, Status.OK, landmarks=np.asarray(face.landmarks68, np.float32),
-                         image_size=tuple(image.shape[:2]), image=image if self.config.exports else None,
-                         face=info, timings=timings)
+                         image_size=tuple(image.shape[:2]), image=image if self.keep_image else None,
+                         face=info, timings=timings,
+                         detection=face if self.config.shape_source != "landmarks" else None)
 
     def _detect(self, image: np.ndarray):
         """The largest face, with this worker thread's own MediaPipe pipeline."""
@@ -294,19 +312,37 @@ class _Streamer:
         t = time.perf_counter()
         size = self.config.batch_size
         fit(np.full((size, NUM_LANDMARKS, 2), np.nan, np.float32), np.ones((size, 2), np.float32),
-            config=self.config.fit, model=self.model)
+            self._padded_bases([], size), config=self.config.fit, model=self.model)
         self.compile_s = time.perf_counter() - t
 
-    def _fit(self, batch: list[_Prepared]) -> list[FitResult]:
+    def _fit(self, batch: list[_Prepared]) -> list[tuple[FitResult, np.ndarray | None]]:
+        """The batch's fits, each with its base shape ``[V, 3]`` (None for the landmarks source)."""
         landmarks, sizes = padded_batch([p.landmarks for p in batch], [p.image_size for p in batch],
                                         self.config.batch_size)
         t = time.perf_counter()
-        result = jax.tree.map(np.asarray, fit(landmarks, sizes, config=self.config.fit, model=self.model))
+        bases = self._padded_bases(batch, self.config.batch_size)
+        result = jax.tree.map(np.asarray, fit(landmarks, sizes, bases, config=self.config.fit, model=self.model))
         share = (time.perf_counter() - t) / len(batch)
         self.batches += 1
         for p in batch:
             p.timings["fit_s"] = share
-        return [pipeline.face_fit(result, i) for i in range(len(batch))]
+        return [(pipeline.face_fit(result, i), None if bases is None else bases[i]) for i in range(len(batch))]
+
+    def _padded_bases(self, batch: list[_Prepared], size: int) -> np.ndarray | None:
+        """Base shapes ``[size, V, 3]`` of the batch's faces (the mean head in the padding), or None
+        for the landmarks source. A face the source cannot read gets NaN: only its own fit fails."""
+        if self.config.shape_source == "landmarks":
+            return None
+        bases = np.broadcast_to(np.asarray(self.model.neutral, np.float32), (size,) + self.model.neutral.shape).copy()
+        if batch:
+            images = [p.image if p.image is not None else np.zeros(p.image_size + (3,), np.uint8) for p in batch]
+            try:
+                bases[:len(batch)] = pipeline.batch_base_shapes(images, [p.detection for p in batch],
+                                                                self.config.shape_source, regressor=self.regressor,
+                                                                model=self.model)
+            except ValueError:
+                bases[:len(batch)] = np.nan
+        return bases
 
     # --- stage 3 (writer): commit
 
@@ -314,8 +350,8 @@ class _Streamer:
         self._guarded(lambda: st.write_item(self.store, p.item.id, {"status": np.int32(p.status)},
                                             lambda: _record(p, p.status, p.message, None)))
 
-    def _commit_fit(self, p: _Prepared, result: FitResult) -> None:
-        arrays = item_arrays(result, p.landmarks, p.image_size, self.model)
+    def _commit_fit(self, p: _Prepared, result: FitResult, base: np.ndarray | None = None) -> None:
+        arrays = item_arrays(result, p.landmarks, p.image_size, self.model, base)
         fit_status = Status.of(result.status)
         if fit_status != Status.OK:
             message = f"{p.item.image}: fit failed ({fit_status.label}: {fit_status.message})"
@@ -385,7 +421,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
-def item_arrays(result: FitResult, landmarks: np.ndarray, size, model: HeadModel) -> dict:
+def item_arrays(result: FitResult, landmarks: np.ndarray, size, model: HeadModel, base=None) -> dict:
     """One item's npz arrays (float32 unless noted).
 
     ``camera_rotvec [3]``, ``camera_translation [3]`` (mm), ``camera_focal_px []``,
@@ -393,7 +429,9 @@ def item_arrays(result: FitResult, landmarks: np.ndarray, size, model: HeadModel
     ``expression [Ke]``, ``corrective [V, 3]`` (mm), ``landmarks2d [68, 2]`` (fitted),
     ``landmarks_input [68, 2]`` (detected or the user's; NaN = missing), ``image_size [2]``
     (h, w), ``reprojection_error []`` (px), ``energy []``, ``energy_<term> []``, ``status []``
-    int32 (the record's :class:`Status`), ``fit_status []`` int32 (the fit's own code).
+    int32 (the record's :class:`Status`), ``fit_status []`` int32 (the fit's own code), and with a
+    shape source other than the landmarks ``base_shape [V, 3]`` (mm; the fitted mesh is
+    ``base_shape + expression shapes + corrective``, ``identity`` is then zero).
     """
     cam = result.camera
     f32 = lambda a: np.asarray(a, np.float32)
@@ -407,6 +445,8 @@ def item_arrays(result: FitResult, landmarks: np.ndarray, size, model: HeadModel
         "energy": f32(result.energy), "status": np.int32(result.status), "fit_status": np.int32(result.status),
     }
     arrays.update({f"energy_{k}": f32(v) for k, v in result.energy_terms.items()})
+    if base is not None:
+        arrays["base_shape"] = f32(base)
     return arrays
 
 

@@ -19,7 +19,7 @@ _EXPORTS = {
                      "load_dlib_resnet", "normalise_chip", "points5_from_ibug68", "read_dlib_resnet",
                      "unflatten_params"], "avatar_jax.regress.dlib_resnet"),
     **dict.fromkeys(["mesh_features", "mesh_template"], "avatar_jax.regress.features"),
-    **dict.fromkeys(["ENCODERS", "encode", "regress"], "avatar_jax.regress.encode"),
+    **dict.fromkeys(["ENCODERS", "encode", "regress", "regress_faces"], "avatar_jax.regress.encode"),
     **dict.fromkeys(["VertexDecoder", "init_decoder", "shape_pca", "vertex_weights", "weighted_l1"],
                     "avatar_jax.regress.decoder"),
     **dict.fromkeys(["Regressor", "TrainConfig", "History", "train_regressor", "save_regressor",

@@ -66,8 +66,15 @@ def encode(encoder: str, *, images=None, landmarks68=None, mesh478=None, templat
 def regress(regressor, image: np.ndarray, faces: Sequence) -> np.ndarray:
     """``[F, V, 3]`` base shapes (mm, model frame) for the faces of one photo; a face the encoder
     cannot read (no 478-point mesh, e.g. from dlib's detector) raises ValueError."""
+    return regress_faces(regressor, [image] * len(faces), faces)
+
+
+def regress_faces(regressor, images: Sequence[np.ndarray], faces: Sequence) -> np.ndarray:
+    """``[F, V, 3]`` base shapes for faces of several photos: ``images[i]`` holds ``faces[i]``."""
     if not faces:
         raise ValueError("regress: no faces")
+    if len(images) != len(faces):
+        raise ValueError(f"regress: {len(images)} images for {len(faces)} faces")
     landmarks68 = np.stack([np.asarray(f.landmarks68, np.float32) for f in faces])
     mesh = None
     if regressor.encoder in ("mesh", "both"):
@@ -75,7 +82,7 @@ def regress(regressor, image: np.ndarray, faces: Sequence) -> np.ndarray:
             raise ValueError(f"regress: the {regressor.encoder!r} regressor needs MediaPipe's "
                              f"{MESH_POINTS}-point mesh on every face (detect with the mediapipe backend)")
         mesh = np.stack([np.asarray(f.landmarks478, np.float32) for f in faces])
-    x = encode(regressor.encoder, images=[image] * len(faces), landmarks68=landmarks68, mesh478=mesh,
+    x = encode(regressor.encoder, images=list(images), landmarks68=landmarks68, mesh478=mesh,
                template=regressor.extras.get("template"))
     if not np.all(np.isfinite(x)):
         raise ValueError("regress: a face has missing landmarks; the encoder cannot read it")
