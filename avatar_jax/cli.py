@@ -2,7 +2,7 @@
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--blendshape-names arkit|ict] [--backend mediapipe|dlib] [--all-faces]
-                           [--no-overlay] [--no-hair] [--device cpu|gpu|tpu]
+                           [--no-overlay] [--no-hair] [--keep-lighting] [--device cpu|gpu|tpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
     avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-overlay", action="store_true", help="skip the landmark/wireframe overlay PNG")
     rec.add_argument("--no-hair", action="store_true",
                      help="skin colour on the unseen scalp (default: the photo's hair colour where it shows hair)")
+    rec.add_argument("--keep-lighting", action="store_true",
+                     help="keep the photo's shading in the texture (default: divided out, so viewers can relight it)")
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
     _add_eval_parser(sub)
@@ -122,6 +124,7 @@ def _reconstruct(args) -> int:
 
     options = Options(texture_size=args.texture_size, formats=tuple(args.formats), backend=args.backend,
                       all_faces=args.all_faces, overlay=not args.no_overlay, hair=not args.no_hair,
+                      delight=not args.keep_lighting,
                       blendshape_names=args.blendshape_names)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None
     outcomes = reconstruct(args.photos, args.out, options, progress=progress)

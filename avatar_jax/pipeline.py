@@ -106,14 +106,15 @@ class Avatar:
 
 
 def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | None = None,
-                   texture_size: int = 2048, hair: bool = True) -> Avatar:
+                   texture_size: int = 2048, hair: bool = True, delight: bool = True) -> Avatar:
     """Cap the fitted head's openings and bake the photo into a ``texture_size``² UV texture.
 
     ``result`` is one face's fit (:func:`face_fit`); ``model`` the head model it was fitted with.
     The caps follow their rims in every morph target, and the photo's eyes and teeth land on
     them (:func:`avatar_jax.texture.bake.bake_texture`: projection, foreground restriction,
     mirroring and the skin fill; with ``hair``, the unseen scalp in the photo's hair colour where
-    the photo shows hair there).
+    the photo shows hair there; with ``delight``, the photo's light divided out so that the avatar
+    can be lit anew, :mod:`avatar_jax.texture.delight`).
     """
     if not 16 <= texture_size <= 8192:
         raise ValueError(f"texture_avatar: texture_size must be in [16, 8192], got {texture_size}")
@@ -125,7 +126,7 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
     plan = bake_plan(capped, texture_size, np.arange(capped.num_vertices) >= caps.num_base)
     info = {}
     texture = bake_texture(np.asarray(image, np.uint8), vertices, result.camera, capped, texture_size,
-                           plan=plan, hair=hair, diagnostics=info)
+                           plan=plan, hair=hair, delight=delight, diagnostics=info)
     timings = {"texture_project_s": info["timings"]["project"],
                "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"]}
     return Avatar(capped, vertices, texture, result.camera, timings, np.asarray(result.expression))
