@@ -218,15 +218,18 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     w_m = jnp.where(mirror >= 0, w.ravel()[idx].reshape(size, size), 0.0)
     pos_m = pos.reshape(-1, 2)[idx].reshape(pos.shape)
     color_m = color.reshape(-1, 3)[idx].reshape(color.shape)
-    gain_m = gain.reshape(-1, 3)[idx].reshape(gain.shape)
     a, b = w, (1.0 - w) * w_m
     total = a + b
     fg = (a[..., None] * color + b[..., None] * color_m) / jnp.maximum(total, 1e-6)[..., None]
+    # One gain for the own/mirrored mix at full size, weighted like the colours (exact where one
+    # side dominates, i.e. nearly everywhere): half the full-size work of one gain per sample.
+    gain_m = gain.reshape(-1, 3)[idx].reshape(gain.shape)
+    gain_mix = (a[..., None] * gain + b[..., None] * gain_m) / jnp.maximum(total, 1e-6)[..., None]
     alpha = smoothstep((total - 0.3) / 0.5) * uv.covered
     return dict(pos=pos, pos_m=pos_m, a=a, b=b, total=total, alpha=alpha, fg=fg,
                 skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
                 skin_stats=stats.as_array(), skin_found=enough, normals=normals,
-                gain=gain, gain_m=gain_m, light=sh, light_ref=ref, light_found=lit)
+                gain=gain, gain_mix=gain_mix, light=sh, light_ref=ref, light_found=lit)
 
 
 def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
@@ -329,10 +332,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     c_own = alpha * out["a"] / np.maximum(out["total"], 1e-6)
     c_mir = alpha * out["b"] / np.maximum(out["total"], 1e-6)
     t2 = time.perf_counter()
-    # One gain for the own/mirrored mix, weighted like the colours (exact where one side
-    # dominates, i.e. nearly everywhere): half the full-size work of one gain per sample.
-    gain = (c_own[..., None] * out["gain"] + c_mir[..., None] * out["gain_m"]) / np.maximum(
-        c_own + c_mir, 1e-6)[..., None] if delight else None
+    gain = out["gain_mix"] if delight else None
     texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill,
                        strand_contrast(plan.strands, found.color) if found.present else None, gain)
     if diagnostics is not None:
