@@ -284,8 +284,9 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
       delight: divide the photo's shading out (:mod:`avatar_jax.texture.delight`: an SH light
         fitted on the face skin), so the avatar can be lit anew; False keeps the photo's light.
       diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
-        maps, the ``skin`` colour, the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`)
-        the fitted ``light`` (``[9, 3]`` view-space SH, :mod:`avatar_jax.texture.delight`), its
+        maps, the ``skin`` colour and ``skin_stats`` (:class:`~avatar_jax.texture.skin.SkinStats`),
+        the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`), the fitted ``light``
+        (``[9, 3]`` view-space SH, :mod:`avatar_jax.texture.delight`), its
         ``light_ref`` ``[3]`` and ``light_found``, the half-resolution de-lighting ``gain``
         ``[L, L, 3]`` (1 with ``delight=False``) and per-stage wall ``timings`` (seconds:
         ``project``, ``fill``, ``compose``).
@@ -338,7 +339,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     if diagnostics is not None:
         diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
                            light=out["light"], light_ref=out["light_ref"], light_found=bool(out["light_found"]),
-                           gain=out["gain"],
+                           gain=out["gain"], skin_stats=SkinStats.from_array(out["skin_stats"]),
                            timings={"project": t1 - t0, "fill": t2 - t1,
                                     "compose": time.perf_counter() - t2})
     return texture
