@@ -106,7 +106,7 @@ def _one_face(path, image, face, res, index, stem, options, model, timings) -> O
     if status != Status.OK:
         return Outcome(path, Status.FIT_FAILED, f"{path}: fit failed ({status.label}: {status.message})", face=index)
     avatar = pipeline.texture_avatar(image, res, model=model, texture_size=options.texture_size,
-                                     hair=options.hair, delight=options.delight)
+                                     hair=options.hair, delight=options.delight, landmarks478=face.landmarks478)
     timings.update(avatar.timings)
     t = time.perf_counter()
     files = pipeline.export_avatar(avatar, stem, options.formats, blendshape_names=options.blendshape_names)
