@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -130,13 +131,16 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
     plan = bake_plan(capped, texture_size, np.arange(capped.num_vertices) >= caps.num_base)
     info = {}
     image = np.asarray(image, np.uint8)
-    if landmarks478 is not None and len(landmarks478) >= 478:
-        rims = eyes.eye_rims_px(vertices, caps.loops, result.camera, int(capped.nose_tip))
-        image = eyes.paint_eyes(image, rims, eyes.observe_eyes(image, landmarks478))
     texture = bake_texture(image, vertices, result.camera, capped, texture_size,
                            plan=plan, hair=hair, delight=delight, diagnostics=info)
+    t = time.perf_counter()
+    if landmarks478 is not None and len(landmarks478) >= 478:
+        rims = eyes.eye_rims_px(vertices, caps.loops, result.camera, int(capped.nose_tip))
+        texture = eyes.paint_eye_caps(texture, info["pos"], eyes.cap_loop_map(capped, caps, plan.uv_low), rims,
+                                      eyes.observe_eyes(image, landmarks478))
     timings = {"texture_project_s": info["timings"]["project"],
-               "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"]}
+               "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"],
+               "texture_eyes_s": time.perf_counter() - t}
     return Avatar(capped, vertices, texture, result.camera, timings, np.asarray(result.expression))
 
 

@@ -75,5 +75,6 @@ def test_observe_eyes_rejects_landmarks_without_iris(tom):
     _, image, face, _ = tom
     with pytest.raises(ValueError, match="478"):
         eyes.observe_eyes(image, face.landmarks478[:468])
-    with pytest.raises(ValueError, match="rim"):
-        eyes.paint_eyes(image, [np.zeros((2, 2))], eyes.observe_eyes(image, face.landmarks478))
+    with pytest.raises(ValueError, match="texel_px_low"):
+        eyes.paint_eye_caps(np.zeros((64, 64, 3), np.uint8), np.zeros((16, 16, 2)), np.zeros((16, 16), np.int8), {},
+                            eyes.observe_eyes(image, face.landmarks478))

@@ -283,7 +283,8 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
         the photo shows enough of it; False (or no hair found): the skin fill everywhere.
       delight: divide the photo's shading out (:mod:`avatar_jax.texture.delight`: an SH light
         fitted on the face skin), so the avatar can be lit anew; False keeps the photo's light.
-      diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
+      diagnostics: if a dict, filled with the half-resolution photo positions ``pos`` ``[L, L, 2]``,
+        ``weight``, ``alpha``, ``fill``
         maps, the ``skin`` colour and ``skin_stats`` (:class:`~avatar_jax.texture.skin.SkinStats`),
         the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`), the fitted ``light``
         (``[9, 3]`` view-space SH, :mod:`avatar_jax.texture.delight`), its
@@ -337,7 +338,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill,
                        strand_contrast(plan.strands, found.color) if found.present else None, gain)
     if diagnostics is not None:
-        diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
+        diagnostics.update(pos=out["pos"], weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
                            light=out["light"], light_ref=out["light_ref"], light_found=bool(out["light_found"]),
                            gain=out["gain"], skin_stats=SkinStats.from_array(out["skin_stats"]),
                            timings={"project": t1 - t0, "fill": t2 - t1,

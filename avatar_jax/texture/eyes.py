@@ -5,12 +5,13 @@ textures from the photo like any other surface. The fitted opening is usually a 
 than the photo's (the lids are thin and the fit is coarse), so the photo's lids, lashes and lid
 shadow land on the caps, and the iris shows only where the photo's lids leave it.
 
-:func:`paint_eyes` instead draws a clean eye **into a copy of the photo**, inside each cap's
-projected rim (the only photo pixels a cap texel samples that no lid texel does): a sclera in the
-photo's sclera colour, an iris disc at MediaPipe's iris centre with its radius and the photo's
-iris colour (darker limbal ring, faint radial fibres), a pupil. The bake then projects it onto the
-caps as usual (mirroring included), so the gaze is the photo's, and since the caps follow their
-rims in every morph target the painted eye closes with the lids when the avatar blinks.
+:func:`paint_eye_caps` instead paints a clean eye on the eye caps' texels after the bake: each
+texel's photo position (the bake's projection) is coloured by an analytic eye drawn in photo
+pixels, a sclera in the photo's sclera colour (darker under the upper lid), an iris disc at
+MediaPipe's iris centre with its radius and the photo's iris colour (darker limbal ring, faint
+radial fibres) and a pupil. Every cap texel gets it, seen or not (no lid skin, no fill, no mirror
+seam), so the gaze is the photo's, and since the caps follow their rims in every morph target the
+eye closes with the lids when the avatar blinks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ PUPIL_FRACTION = 0.38  # pupil radius / iris radius
 PUPIL_RGB = (0.03, 0.03, 0.035)
 LIMBUS = 0.55  # iris colour factor at its rim (the dark limbal ring)
 LID_SHADOW = 0.7  # sclera brightness under the upper lid
-SUPERSAMPLE = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,63 +99,77 @@ def observe_eyes(image: np.ndarray, landmarks478: np.ndarray) -> tuple[EyeObserv
     return out[0], out[1]
 
 
-def _eye_patch(shape: tuple[int, int], centre, radius: float, eye: EyeObservation, top: float,
-               bottom: float) -> np.ndarray:
-    """``[h, w, 3]`` float eye drawn at :data:`SUPERSAMPLE`² samples per pixel, box-filtered; the
-    patch's pixel centres are at integer coordinates, ``centre`` in the same frame; ``top`` /
-    ``bottom`` the rim's vertical extent there (for the lid shadow)."""
-    h, w = shape
-    s = SUPERSAMPLE
-    yy, xx = (np.mgrid[0:h * s, 0:w * s] + 0.5) / s - 0.5
-    r = np.hypot(xx - centre[0], yy - centre[1]) / max(radius, 1e-3)
-    t = np.clip((yy - top) / max(bottom - top, 1e-3), 0.0, 1.0)
+def eye_colour(px: np.ndarray, eye: EyeObservation, top: float, bottom: float) -> np.ndarray:
+    """``[..., 3]`` RGB in [0, 1] of the analytic eye at photo positions ``px`` ``[..., 2]``;
+    ``top`` / ``bottom`` the projected rim's vertical extent (pixel rows, for the lid shadow)."""
+    d = px - eye.centre
+    r = np.hypot(d[..., 0], d[..., 1]) / max(eye.radius, 1e-3)
+    t = np.clip((px[..., 1] - top) / max(bottom - top, 1e-3), 0.0, 1.0)
     shade = LID_SHADOW + (1.0 - LID_SHADOW) * np.clip(t / 0.45, 0.0, 1.0)  # darker under the upper lid
-    img = eye.sclera_rgb * shade[..., None]
-    theta = np.arctan2(yy - centre[1], xx - centre[0])
+    theta = np.arctan2(d[..., 1], d[..., 0])
     fibres = 1.0 + 0.08 * np.sin(23.0 * theta) * np.sin(7.0 * theta + 1.3)
     limbus = 1.0 - (1.0 - LIMBUS) * np.clip((r - 0.7) / 0.3, 0.0, 1.0)
+    img = eye.sclera_rgb * shade[..., None]
     iris = eye.iris_rgb * (limbus * fibres * (0.85 + 0.15 * shade))[..., None]
     img = np.where((r < 1.0)[..., None], iris, img)
-    img = np.where((r < PUPIL_FRACTION)[..., None], np.float32(PUPIL_RGB), img)
-    return img.reshape(h, s, w, s, 3).mean((1, 3))
+    return np.where((r < PUPIL_FRACTION)[..., None], np.float32(PUPIL_RGB), img)
 
 
-def paint_eyes(image: np.ndarray, rims_px: list[np.ndarray], eyes: tuple[EyeObservation, ...]) -> np.ndarray:
-    """A copy of ``image`` ``[H, W, 3]`` uint8 with a clean eye drawn inside each projected rim.
+def cap_loop_map(model, caps, uv_low) -> np.ndarray:
+    """``[L, L]`` int8: the caps' loop index of each texel of ``uv_low`` (-1: not a cap).
+
+    ``model`` the capped model, ``caps`` its :class:`~avatar_jax.texture.caps.HoleCaps`."""
+    # A cap vertex belongs to the loop of its largest rim weight; a triangle to its vertices' loop.
+    loop_of = np.full(model.num_vertices, -1)
+    for k, loop in enumerate(caps.loops):
+        loop_of[np.asarray(loop)] = k
+    loop_of[caps.num_base:] = loop_of[np.argmax(np.asarray(caps.weights), axis=1)]
+    tris = np.asarray(model.triangles)
+    tri_loop = np.where(tris.max(1) >= caps.num_base, loop_of[tris].max(1), -1)  # caps use a cap vertex
+    tri_id = np.asarray(uv_low.tri_id)
+    return np.where(tri_id >= 0, tri_loop[np.maximum(tri_id, 0)], -1).astype(np.int8)
+
+
+def paint_eye_caps(texture: np.ndarray, texel_px_low: np.ndarray, loop_map: np.ndarray,
+                   rims_px: dict[int, np.ndarray], eyes: tuple[EyeObservation, ...]) -> np.ndarray:
+    """A copy of ``texture`` ``[S, S, 3]`` uint8 with a clean eye on every eye-cap texel.
 
     Args:
-      rims_px: per eye cap, the projected rim loop ``[n, 2]`` (pixels), any order of the caps.
-      eyes: :func:`observe_eyes`; each rim gets the eye whose iris centre is nearest its centroid.
+      texel_px_low: ``[L, L, 2]`` photo position of each half-resolution texel (the bake's
+        projection, ``bake_texture(diagnostics=...)["pos"]``), ``L = ceil(S / 2)``.
+      loop_map: ``[L, L]`` :func:`cap_loop_map`.
+      rims_px: loop index -> projected rim ``[n, 2]`` of the eye caps (:func:`eye_rims_px`).
+      eyes: :func:`observe_eyes`; each cap gets the eye whose iris centre is nearest its rim.
     """
-    out = image.copy()
-    h, w = image.shape[:2]
-    for rim in rims_px:
+    size, low = texture.shape[0], loop_map.shape[0]
+    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2:
+        raise ValueError(f"paint_eye_caps: texel_px_low must be [{(size + 1) // 2}]*2 + [2] for a {size}² "
+                         f"texture, got {texel_px_low.shape} and a loop map of {loop_map.shape}")
+    out = texture.copy()
+    for k, rim in rims_px.items():
         rim = np.asarray(rim, np.float32)
-        if rim.ndim != 2 or rim.shape[1] != 2 or len(rim) < 3:
-            raise ValueError(f"paint_eyes: each rim must be [n >= 3, 2], got {rim.shape}")
-        eye = min(eyes, key=lambda e: np.linalg.norm(e.centre - rim.mean(0)))
-        x0, y0 = np.floor(rim.min(0)).astype(int) - 1
-        x1, y1 = np.ceil(rim.max(0)).astype(int) + 2
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        rows, cols = np.nonzero(loop_map == k)
+        if len(rows) == 0:
             continue
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        # One pixel beyond the rim: the cap's border texels sample it bilinearly.
-        cv2.fillPoly(mask, [np.round(rim - (x0, y0)).astype(np.int32)], 1)
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
-        patch = _eye_patch(mask.shape, eye.centre - (x0, y0), eye.radius, eye, rim[:, 1].min() - y0,
-                           rim[:, 1].max() - y0)
-        region = out[y0:y1, x0:x1]
-        region[mask] = np.clip(patch[mask] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        eye = min(eyes, key=lambda e: np.linalg.norm(e.centre - rim.mean(0)))
+        r0, r1 = 2 * rows.min(), min(2 * rows.max() + 2, size)
+        c0, c1 = 2 * cols.min(), min(2 * cols.max() + 2, size)
+        # Full-size texel centres in half-resolution coordinates (the bake's upsampling).
+        gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+        gx, gy = (gx + 0.5) / 2 - 0.5, (gy + 0.5) / 2 - 0.5
+        px = cv2.remap(texel_px_low.astype(np.float32), gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mine = cv2.remap((loop_map == k).astype(np.uint8), gx, gy, cv2.INTER_NEAREST) > 0
+        colour = eye_colour(px, eye, float(rim[:, 1].min()), float(rim[:, 1].max()))
+        block = out[r0:r1, c0:c1]
+        block[mine] = np.clip(colour[mine] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
-def eye_rims_px(verts, loops, camera, nose_tip: int) -> list[np.ndarray]:
-    """Projected rims ``[n, 2]`` of the cap loops above the nose tip (the eyes; the mouth is below).
-
-    ``verts`` ``[V, 3]`` the fitted mesh (model frame, mm), ``loops`` the caps' rim loops
-    (:class:`~avatar_jax.texture.caps.HoleCaps`), ``camera`` the fitted camera.
+def eye_rims_px(verts, loops, camera, nose_tip: int) -> dict[int, np.ndarray]:
+    """Loop index -> projected rim ``[n, 2]`` of the cap loops above the nose tip (the eyes; the
+    mouth is below). ``verts`` ``[V, 3]`` the fitted capped mesh (model frame, mm), ``loops``
+    the caps' rim loops (:class:`~avatar_jax.texture.caps.HoleCaps`), ``camera`` the fitted camera.
     """
     verts = np.asarray(verts, np.float32)
-    eyes = [np.asarray(loop) for loop in loops if verts[np.asarray(loop), 1].mean() > verts[nose_tip, 1]]
-    return [np.asarray(project(camera, jnp.asarray(verts[loop]))) for loop in eyes]
+    return {k: np.asarray(project(camera, jnp.asarray(verts[np.asarray(loop)])))
+            for k, loop in enumerate(loops) if verts[np.asarray(loop), 1].mean() > verts[nose_tip, 1]}
