@@ -10,7 +10,8 @@
   one photo cannot fix): RMSE and PSNR, and the fitted light's shading error.
 * **Photos**: the face's left/right luminance asymmetry, mean ``|Y(t) - Y(mirror(t))|`` over the
   mean ``Y`` of face texel pairs that the photo shows well on both sides, before and after.
-* **Speed**: warm ``bake_texture`` median with ``delight`` off and on (runs alternating).
+* **Speed**: warm median of the texture stage (``pipeline.texture_avatar``) before (photo light,
+  photo eyes) and after (de-lit, clean eyes), runs alternating.
 """
 
 from __future__ import annotations
@@ -117,16 +118,23 @@ def asymmetry(texture, plan, weight, side) -> tuple[float, float]:
     return float(abs(d.sum()) / y[left].sum()), float(np.mean(np.abs(d)) / np.mean(y[left]))
 
 
-def time_bake(image, verts, camera, capped, plan, size, repeats):
-    from avatar_jax.texture.bake import bake_texture
+def time_texture(path, model, size, repeats):
+    """Warm medians (s) of the whole texture stage (``pipeline.texture_avatar``) before and after:
+    photo light kept and the photo's eyes, vs de-lit with the clean eyes; runs alternating."""
+    from avatar_jax import pipeline
+    from avatar_jax.io.image import load_image
 
-    for d in (False, True):
-        bake_texture(image, verts, camera, capped, size, plan=plan, delight=d)
+    image = load_image(path)
+    faces = pipeline.detect(image)
+    res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
+    variants = {False: dict(delight=False), True: dict(delight=True, landmarks478=faces[0].landmarks478)}
+    for kw in variants.values():
+        pipeline.texture_avatar(image, res, model=model, texture_size=size, **kw)
     times = {False: [], True: []}
     for _ in range(repeats):
-        for d in (False, True):
+        for d, kw in variants.items():
             t = time.perf_counter()
-            bake_texture(image, verts, camera, capped, size, plan=plan, delight=d)
+            pipeline.texture_avatar(image, res, model=model, texture_size=size, **kw)
             times[d].append(time.perf_counter() - t)
     return statistics.median(times[False]), statistics.median(times[True])
 
@@ -166,9 +174,9 @@ def main(argv=None) -> None:
             diag = {}
             tex = bake_texture(image, verts, camera, capped, args.size, plan=plan, delight=d, diagnostics=diag)
             vals[d] = asymmetry(tex, plan, diag["weight"], side)
-        off, on = time_bake(image, verts, camera, capped, plan, args.size, args.repeats)
+        off, on = time_texture(p, model, args.size, args.repeats)
         print(f"{Path(p).name}: luminance asymmetry side {vals[False][0]:.3f} -> {vals[True][0]:.3f}, "
-              f"texel {vals[False][1]:.3f} -> {vals[True][1]:.3f}; bake warm {off:.3f} -> {on:.3f} s; "
+              f"texel {vals[False][1]:.3f} -> {vals[True][1]:.3f}; texture stage warm {off:.3f} -> {on:.3f} s; "
               f"light {np.round(np.asarray(diag['light'])[:4, 1] / diag['light'][0, 1], 2)}")
 
 
