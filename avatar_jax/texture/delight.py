@@ -5,8 +5,9 @@ spherical-harmonics irradiance of :mod:`avatar_jax.render.scene` (9 coefficients
 evaluated at the fitted mesh's **view-space** normal, the renderer's convention). Over the
 well-seen skin of the face the albedo is taken as constant, so ``colour_c = Y(n) . l_c`` is a
 linear least-squares problem in the 9 coefficients ``l_c`` (the skin colour folded in). It is
-solved robustly (iteratively reweighted, Huber weights on residuals in robust-sigma units: brows,
-stubble, freckles and specular spots are outliers) with a light ridge on bands 1-2.
+solved robustly (iteratively reweighted on residuals in robust-sigma units, Huber then Tukey
+weights: brows, stubble, freckles, specular spots and background at the silhouette are outliers)
+with a light ridge on bands 1-2.
 
 The de-lit colour is ``colour * ref / shading(n)`` where ``ref`` is the median shading of the
 fitted texels: the face keeps its average colour and brightness (the global scale of albedo and
@@ -28,6 +29,7 @@ from avatar_jax.render.scene import NUM_SH, sh_basis, sh_shading
 SHADING_CLAMP = (0.5, 1.6)  # shading / ref: darker or brighter than this is only partly undone
 RIDGE = 1e-2  # bands 1-2 ridge, relative to the mean diagonal of the normal equations
 HUBER_SIGMAS = 1.5
+TUKEY_SIGMAS = 4.685
 IRLS_STEPS = 6
 MIN_TEXELS = 64
 
@@ -58,14 +60,18 @@ def fit_sh_light(colors: jax.Array, normals: jax.Array, ok: jax.Array) -> tuple[
         b = jnp.einsum("nk,nc,nc->ck", basis, w, colors)
         return jnp.linalg.solve(a + 1e-9 * jnp.eye(NUM_SH), b[..., None])[..., 0].T
 
-    def step(w, _):
+    def step(w, k):
         sh = solve(w)
         r = jnp.where(ok[:, None], colors - basis @ sh, jnp.nan)
         sigma = jnp.maximum(1.4826 * jnp.nanmedian(jnp.abs(r), axis=0), 1e-3)
-        u = jnp.abs(jnp.nan_to_num(r)) / (HUBER_SIGMAS * sigma)
-        return w0[:, None] * jnp.minimum(1.0, 1.0 / jnp.maximum(u, 1e-6)), None
+        u = jnp.abs(jnp.nan_to_num(r)) / sigma
+        # Huber first (convex: a safe start), then Tukey's biweight, which gives gross outliers
+        # (background mixed into silhouette texels, brows) no weight at all.
+        huber = jnp.minimum(1.0, HUBER_SIGMAS / jnp.maximum(u, 1e-6))
+        tukey = jnp.square(jnp.maximum(1.0 - jnp.square(u / TUKEY_SIGMAS), 0.0))
+        return w0[:, None] * jnp.where(k < IRLS_STEPS // 2, huber, tukey), None
 
-    w, _ = jax.lax.scan(step, jnp.broadcast_to(w0[:, None], colors.shape), None, length=IRLS_STEPS)
+    w, _ = jax.lax.scan(step, jnp.broadcast_to(w0[:, None], colors.shape), jnp.arange(IRLS_STEPS))
     found = jnp.sum(ok) >= MIN_TEXELS
     flat = jnp.zeros((NUM_SH, 3)).at[0].set(1.0)
     return jnp.where(found, solve(w), flat), found
