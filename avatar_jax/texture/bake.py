@@ -14,6 +14,9 @@ and only the photo's own detail is sampled at the full size ``S``:
    the collar and the background behind the jaw and neck fail it. Hair on the scalp is kept;
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
    (``BakePlan.skin_exempt``) are not tested.
+   **Lighting removal** (:mod:`avatar_jax.texture.delight`, ``delight=True``): an SH light is
+   fitted to the well-seen face skin at the view-space normals and its (clamped) shading divided
+   out of the photo colours, from here on and in the full-size compose (one gain per texel).
 3. **Mirror** (:func:`~avatar_jax.texture.complete.mirror_map` at ``L``): poorly seen
    texels take the photo colour of their mirror texel where that one is better seen.
    The foreground opacity ``alpha`` is a smoothstep of the combined weight, softened with a
