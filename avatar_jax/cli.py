@@ -2,8 +2,9 @@
 
     avatar-jax reconstruct PHOTO... --out DIR [--texture-size 2048] [--formats glb obj]
                            [--blendshape-names arkit|ict] [--backend mediapipe|dlib] [--all-faces]
-                           [--no-overlay] [--no-hair] [--shape-source landmarks|dense|regressor]
-                           [--regressor FILE.npz] [--device cpu|gpu|tpu]
+                           [--no-overlay] [--no-hair] [--keep-lighting]
+                           [--shape-source landmarks|dense|regressor] [--regressor FILE.npz]
+                           [--device cpu|gpu|tpu]
     avatar-jax eval --suite synthetic|rendered|landmarks|all --out DIR [--data DIR] [--num N] [--docs DIR]
                     [--yaw DEG] [--texture-photos PHOTO...]
     avatar-jax fit-batch INPUT --out DIR [--batch-size 64] [--workers 2] [--shard i/n] [--export glb obj]
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-overlay", action="store_true", help="skip the landmark/wireframe overlay PNG")
     rec.add_argument("--no-hair", action="store_true",
                      help="skin colour on the unseen scalp (default: the photo's hair colour where it shows hair)")
+    rec.add_argument("--keep-lighting", action="store_true",
+                     help="keep the photo's shading in the texture (default: divided out, so viewers can relight it)")
     rec.add_argument("--shape-source", default="landmarks", choices=["landmarks", "dense", "regressor"],
                      help="base shape P of the fit: the identity from the 68 landmarks (default), from the head "
                           "model fitted to MediaPipe's 468 points, or a trained regressor (--regressor)")
@@ -136,6 +139,7 @@ def _reconstruct(args) -> int:
 
     options = Options(texture_size=args.texture_size, formats=tuple(args.formats), backend=args.backend,
                       all_faces=args.all_faces, overlay=not args.no_overlay, hair=not args.no_hair,
+                      delight=not args.keep_lighting,
                       blendshape_names=args.blendshape_names, shape_source=args.shape_source,
                       regressor=args.regressor)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +33,7 @@ from avatar_jax.landmarks import api as landmark_api
 from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
 from avatar_jax.model import HeadModel, arkit, load_head_model
 from avatar_jax.status import Status
+from avatar_jax.texture import eyes
 from avatar_jax.texture.bake import bake_plan, bake_texture
 from avatar_jax.texture.caps import capped_model, extend_vertices
 
@@ -146,14 +148,18 @@ class Avatar:
 
 
 def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | None = None,
-                   texture_size: int = 2048, hair: bool = True) -> Avatar:
+                   texture_size: int = 2048, hair: bool = True, delight: bool = True,
+                   landmarks478: np.ndarray | None = None) -> Avatar:
     """Cap the fitted head's openings and bake the photo into a ``texture_size``² UV texture.
 
     ``result`` is one face's fit (:func:`face_fit`); ``model`` the head model it was fitted with.
     The caps follow their rims in every morph target, and the photo's eyes and teeth land on
     them (:func:`avatar_jax.texture.bake.bake_texture`: projection, foreground restriction,
     mirroring and the skin fill; with ``hair``, the unseen scalp in the photo's hair colour where
-    the photo shows hair there).
+    the photo shows hair there; with ``delight``, the photo's light divided out so that the avatar
+    can be lit anew, :mod:`avatar_jax.texture.delight`). With the face's MediaPipe ``landmarks478``
+    (iris included, :class:`~avatar_jax.landmarks.FaceLandmarks`) the eye caps get a clean eye in
+    the photo's iris colour and gaze (:mod:`avatar_jax.texture.eyes`); without, the photo's eyes.
     """
     if not 16 <= texture_size <= 8192:
         raise ValueError(f"texture_avatar: texture_size must be in [16, 8192], got {texture_size}")
@@ -164,10 +170,17 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
     vertices = np.asarray(extend_vertices(caps, result.vertices))
     plan = bake_plan(capped, texture_size, np.arange(capped.num_vertices) >= caps.num_base)
     info = {}
-    texture = bake_texture(np.asarray(image, np.uint8), vertices, result.camera, capped, texture_size,
-                           plan=plan, hair=hair, diagnostics=info)
+    image = np.asarray(image, np.uint8)
+    texture = bake_texture(image, vertices, result.camera, capped, texture_size,
+                           plan=plan, hair=hair, delight=delight, diagnostics=info)
+    t = time.perf_counter()
+    if landmarks478 is not None and len(landmarks478) >= 478:
+        rims = eyes.eye_rims_px(vertices, caps.loops, result.camera, int(capped.nose_tip))
+        texture = eyes.paint_eye_caps(texture, info["pos"], eyes.cap_loop_map(capped, caps, plan.uv_low), rims,
+                                      eyes.observe_eyes(image, landmarks478))
     timings = {"texture_project_s": info["timings"]["project"],
-               "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"]}
+               "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"],
+               "texture_eyes_s": time.perf_counter() - t}
     return Avatar(capped, vertices, texture, result.camera, timings, np.asarray(result.expression))
 
 

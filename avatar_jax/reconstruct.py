@@ -50,6 +50,7 @@ class Options:
     config: FitConfig = FitConfig()
     blendshape_names: str = "arkit"
     hair: bool = True  # the unseen scalp in the photo's hair colour (texture_avatar)
+    delight: bool = True  # the photo's light divided out of the texture (texture_avatar)
     shape_source: str = "landmarks"  # base shape P: pipeline.SHAPE_SOURCES
     regressor: str | None = None  # a regressor .npz for shape_source "regressor"
 
@@ -124,7 +125,7 @@ def _one_face(path, image, face, res, index, stem, options, model, timings) -> O
     if status != Status.OK:
         return Outcome(path, Status.FIT_FAILED, f"{path}: fit failed ({status.label}: {status.message})", face=index)
     avatar = pipeline.texture_avatar(image, res, model=model, texture_size=options.texture_size,
-                                     hair=options.hair)
+                                     hair=options.hair, delight=options.delight, landmarks478=face.landmarks478)
     timings.update(avatar.timings)
     t = time.perf_counter()
     files = pipeline.export_avatar(avatar, stem, options.formats, blendshape_names=options.blendshape_names)

@@ -51,7 +51,7 @@ def main(argv=None):
         res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
         # What reconstruct exports: the capped mesh (eye and mouth openings closed).
         avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size,
-                                        hair=not args.no_hair)
+                                        hair=not args.no_hair, landmarks478=faces[0].landmarks478)
         verts, texture, capped = avatar.vertices, avatar.texture, avatar.mesh
         atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
         # Render the fitted shape in a neutral pose (the fitted expression is kept).
@@ -60,7 +60,7 @@ def main(argv=None):
             img = render_mesh(verts, capped.triangles, camera, (512, 512),
                               texture=jnp.asarray(texture, jnp.float32) / 255.0,
                               uvs=capped.uvs, triangle_uvs=capped.triangle_uvs,
-                              ambient=0.7)  # the texture already holds the photo's shading
+                              ambient=0.55)  # the texture is de-lit (texture.delight): light it anew
             tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
         rows.append(np.concatenate(tiles, axis=1))
     width = max(r.shape[1] for r in rows)

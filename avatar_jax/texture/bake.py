@@ -14,6 +14,9 @@ and only the photo's own detail is sampled at the full size ``S``:
    the collar and the background behind the jaw and neck fail it. Hair on the scalp is kept;
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
    (``BakePlan.skin_exempt``) are not tested.
+   **Lighting removal** (:mod:`avatar_jax.texture.delight`, ``delight=True``): an SH light is
+   fitted to the well-seen face skin at the view-space normals and its (clamped) shading divided
+   out of the photo colours, from here on and in the full-size compose (one gain per texel).
 3. **Mirror** (:func:`~avatar_jax.texture.complete.mirror_map` at ``L``): poorly seen
    texels take the photo colour of their mirror texel where that one is better seen.
    The foreground opacity ``alpha`` is a smoothstep of the combined weight, softened with a
@@ -54,6 +57,7 @@ from avatar_jax.geometry.mesh import vertex_normals
 from avatar_jax.model.head import HeadModel, landmarks
 from avatar_jax.render.sample import bilinear_sample
 from avatar_jax.texture.complete import mirror_map
+from avatar_jax.texture.delight import delight_gain, fit_sh_light, reference_shading
 from avatar_jax.texture.project import UVRaster, project_geometry, smoothstep, uv_raster
 from avatar_jax.texture.hair import (NO_HAIR, HairEstimate, crown_axis, estimate_hair, hair_table_params, scalp_weights,
                                     strand_contrast, strand_gain)
@@ -62,6 +66,7 @@ from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
 MOUTH_EXEMPT_MM = 28.0
+LIPS_MM = 18.0  # the light is fitted on face skin farther than this from the mouth centre
 PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
 DEFAULT_SKIN = (0.78, 0.6, 0.5)
@@ -155,11 +160,13 @@ def _robust(x, ok):
 
 
 @jax.jit
-def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
+def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, delight):
     """Low-resolution foreground: photo positions, blend coefficients, colours, skin colour.
 
     ``image`` is padded at the bottom/right to a bucket shape (one compilation per bucket, not
     per photo size); ``true_hw`` ``[2]`` is the photo's real size, outside which nothing is seen.
+    ``delight`` (traced bool): divide the fitted light's shading out of the colours
+    (:mod:`avatar_jax.texture.delight`); the light is fitted either way (diagnostics).
     """
     pos, weight = project_geometry(image.shape, verts, camera, model, uv,
                                    depth_slack=exempt * CAP_DEPTH_SLACK_MM)
@@ -181,8 +188,12 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
              (jnp.linalg.norm(verts - mouth, axis=-1) > MOUTH_EXEMPT_MM)).astype(jnp.float32)
     core = (jnp.linalg.norm(verts - verts[model.nose_tip], axis=-1) < CORE_RADIUS_MM)
     core = (core & model.face_mask).astype(jnp.float32)
-    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core], -1)[corners])
+    lit_v = (model.face_mask & ~exempt & (jnp.linalg.norm(verts - mouth, axis=-1) > LIPS_MM)).astype(jnp.float32)
+    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core, lit_v], -1)[corners])
     neck_t, lower_t, core_t = per_texel[..., 0], per_texel[..., 1] > 0.5, per_texel[..., 2] > 0.99
+    normals = vertex_normals(verts, model.triangles)
+    n_view = jnp.einsum("hwk,hwkc->hwc", bary, (normals @ rotation_matrix(camera.rotvec).T)[corners])
+    n_view = n_view / jnp.maximum(jnp.linalg.norm(n_view, axis=-1, keepdims=True), 1e-6)
 
     # Skin statistics on a strided subset of the well-seen face core.
     sub = (slice(None, None, 4), slice(None, None, 4))
@@ -190,11 +201,19 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     ok = core_t[sub] & (weight[sub] > 0.8)
     (my, _), (mcr, scr), (mcb, scb) = [_robust(c, ok) for c in (yy, cr, cb)]
     stats = SkinStats(my, mcr, scr, mcb, scb)
-    skin_rgb = jnp.stack([jnp.nanmedian(jnp.where(ok, color[sub][..., k], jnp.nan))
-                          for k in range(3)])
     enough = jnp.sum(ok) >= 64
     skin = jnp.where(enough, skin_probability(color, stats), 1.0)
     w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
+
+    # The light, on well-seen skin of the face away from the lips (strided subset); the skin
+    # test and the hair use the photo's own colours, everything after it the de-lit ones.
+    fit = (per_texel[sub][..., 3] > 0.99) & (weight[sub] > 0.8) & (skin[sub] > 0.8)
+    sh, lit = fit_sh_light(color[sub].reshape(-1, 3), n_view[sub].reshape(-1, 3), fit.ravel())
+    ref = reference_shading(sh, n_view[sub].reshape(-1, 3), fit.ravel())
+    gain = jnp.where(delight & lit, delight_gain(sh, ref, n_view), 1.0)  # [L, L, 3]
+    color = color * gain
+    skin_rgb = jnp.stack([jnp.nanmedian(jnp.where(ok, color[sub][..., k], jnp.nan))
+                          for k in range(3)])
 
     # Mirror fill: convex combination, well-seen texels keep their own colour.
     size = w.shape[0]
@@ -205,11 +224,15 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt):
     a, b = w, (1.0 - w) * w_m
     total = a + b
     fg = (a[..., None] * color + b[..., None] * color_m) / jnp.maximum(total, 1e-6)[..., None]
+    # One gain for the own/mirrored mix at full size, weighted like the colours (exact where one
+    # side dominates, i.e. nearly everywhere): half the full-size work of one gain per sample.
+    gain_m = gain.reshape(-1, 3)[idx].reshape(gain.shape)
+    gain_mix = (a[..., None] * gain + b[..., None] * gain_m) / jnp.maximum(total, 1e-6)[..., None]
     alpha = smoothstep((total - 0.3) / 0.5) * uv.covered
     return dict(pos=pos, pos_m=pos_m, a=a, b=b, total=total, alpha=alpha, fg=fg,
                 skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
-                skin_stats=stats.as_array(), skin_found=enough,
-                normals=vertex_normals(verts, model.triangles))
+                skin_stats=stats.as_array(), skin_found=enough, normals=normals,
+                gain=gain, gain_mix=gain_mix, light=sh, light_ref=ref, light_found=lit)
 
 
 def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
@@ -247,7 +270,7 @@ def _interpolate(values, uv, triangles):
 
 
 def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 2048, *,
-                 plan: BakePlan | None = None, hair: bool = True,
+                 plan: BakePlan | None = None, hair: bool = True, delight: bool = True,
                  diagnostics: dict | None = None) -> np.ndarray:
     """Complete ``[S, S, 3]`` uint8 RGB texture for a fitted head seen in a photo.
 
@@ -261,9 +284,16 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
       plan: :func:`bake_plan` of ``(model, size)`` (built on first use otherwise).
       hair: paint the unseen scalp with the photo's hair (:mod:`avatar_jax.texture.hair`) where
         the photo shows enough of it; False (or no hair found): the skin fill everywhere.
-      diagnostics: if a dict, filled with the half-resolution ``weight``, ``alpha``, ``fill``
-        maps, the ``skin`` colour, the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`)
-        and per-stage wall ``timings`` (seconds: ``project``, ``fill``, ``compose``).
+      delight: divide the photo's shading out (:mod:`avatar_jax.texture.delight`: an SH light
+        fitted on the face skin), so the avatar can be lit anew; False keeps the photo's light.
+      diagnostics: if a dict, filled with the half-resolution photo positions ``pos`` ``[L, L, 2]``,
+        ``weight``, ``alpha``, ``fill``
+        maps, the ``skin`` colour and ``skin_stats`` (:class:`~avatar_jax.texture.skin.SkinStats`),
+        the ``hair`` (:class:`~avatar_jax.texture.hair.HairEstimate`), the fitted ``light``
+        (``[9, 3]`` view-space SH, :mod:`avatar_jax.texture.delight`), its
+        ``light_ref`` ``[3]`` and ``light_found``, the half-resolution de-lighting ``gain``
+        ``[L, L, 3]`` (1 with ``delight=False``) and per-stage wall ``timings`` (seconds:
+        ``project``, ``fill``, ``compose``).
     """
     t0 = time.perf_counter()
     image = np.asarray(image)
@@ -281,7 +311,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     padded = cv2.copyMakeBorder(image, 0, bucket[0], 0, bucket[1], cv2.BORDER_REPLICATE)
     image_f = jnp.asarray(padded, jnp.float32) / 255.0
     out = _foreground(image_f, jnp.asarray([h, w], jnp.float32), jnp.asarray(verts, jnp.float32),
-                      camera, model, low, plan.mirror_low, plan.skin_exempt)
+                      camera, model, low, plan.mirror_low, plan.skin_exempt, jnp.asarray(bool(delight)))
     out = {k: np.asarray(v) for k, v in out.items()}
     t1 = time.perf_counter()
     covered = np.asarray(low.covered)
@@ -307,10 +337,13 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     c_own = alpha * out["a"] / np.maximum(out["total"], 1e-6)
     c_mir = alpha * out["b"] / np.maximum(out["total"], 1e-6)
     t2 = time.perf_counter()
+    gain = out["gain_mix"] if delight else None
     texture = _compose(image, size, out["pos"], out["pos_m"], c_own, c_mir, fill,
-                       strand_contrast(plan.strands, found.color) if found.present else None)
+                       strand_contrast(plan.strands, found.color) if found.present else None, gain)
     if diagnostics is not None:
-        diagnostics.update(weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
+        diagnostics.update(pos=out["pos"], weight=out["weight"], alpha=alpha, fill=fill, skin=out["skin"], hair=found,
+                           light=out["light"], light_ref=out["light_ref"], light_found=bool(out["light_found"]),
+                           gain=out["gain"], skin_stats=SkinStats.from_array(out["skin_stats"]),
                            timings={"project": t1 - t0, "fill": t2 - t1,
                                     "compose": time.perf_counter() - t2})
     return texture
@@ -334,9 +367,10 @@ def _photo_hair(image, verts, camera: Camera, model: HeadModel, scalp: np.ndarra
                          float(xy[int(model.nose_tip), 1]), SkinStats.from_array(out["skin_stats"]))
 
 
-def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None) -> np.ndarray:
+def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None, delight=None) -> np.ndarray:
     """Full-size uint8 blend ``c_own * photo(pos) + c_mir * photo(pos_m) + rest * fill``, the
-    fill times ``gain`` ``[S, S, 3]`` uint8 / 128 (the hair strands) if given."""
+    fill times ``gain`` ``[S, S, 3]`` uint8 / 128 (the hair strands) if given, the photo's part
+    times the half-resolution de-lighting gain ``delight`` ``[L, L, 3]`` if given."""
     up = functools.partial(cv2.resize, dsize=(size, size), interpolation=cv2.INTER_LINEAR)
     maps = up(np.concatenate([pos, pos_m], -1).astype(np.float32))
     coef = up(np.stack([c_own, c_mir], -1).astype(np.float32))
@@ -352,4 +386,6 @@ def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None) -> np.ndarr
     c0, c1 = np.ascontiguousarray(coef[..., 0]), np.ascontiguousarray(coef[..., 1])
     alpha = c0 + c1
     fg = cv2.blendLinear(own, mir, c0, c1)
+    if delight is not None:
+        fg = cv2.multiply(fg, up(delight.astype(np.float32)), dtype=cv2.CV_8U)
     return cv2.blendLinear(fg, fill_u8, alpha, np.clip(1.0 - alpha, 0.0, 1.0))

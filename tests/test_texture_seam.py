@@ -1,0 +1,39 @@
+"""The photo/fill boundary and the collar on real photos (benchmarks/texture_seam.py's checks)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar_jax.model import load_head_model
+from avatar_jax.pipeline import capped_model
+from avatar_jax.texture.bake import bake_plan
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import texture_seam as bench  # noqa: E402
+
+SIZE = 512
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = load_head_model()
+    cm, caps = capped_model(model)
+    return model, cm, bake_plan(cm, SIZE, np.arange(cm.num_vertices) >= caps.num_base)
+
+
+@pytest.mark.parametrize("photo", ["tom_cruise.jpg", "obama.jpg"])  # shirts, suits, a tie
+def test_no_seam_where_the_photo_meets_the_fill_and_no_clothing_on_the_neck(setup, photo):
+    model, cm, plan = setup
+    r = bench.check_photo(REPO / "examples" / photo, model, cm, plan, SIZE)
+    assert r["boundary"] > 200
+    # The colour step across the boundary is no larger than the photo's own colour change over
+    # the same distance (a visible seam is a step of 10+ Delta E on top of it).
+    assert r["seam"] < 1.3 * r["detail"] + 1.0, r
+    c = r["collar"]
+    assert c["skin_to_clothing"] > 30  # the clothing reference really is not skin-coloured
+    assert c["to_skin"] < 8.0 and c["closer_to_clothing"] < 0.02, c
