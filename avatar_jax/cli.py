@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--shape-source", default="landmarks", choices=["landmarks", "dense", "regressor"],
                      help="base shape P of the fit: the identity from the 68 landmarks (default), from the head "
                           "model fitted to MediaPipe's 468 points, or a trained regressor (--regressor)")
-    rec.add_argument("--regressor", default=None, help="regressor .npz for --shape-source regressor")
+    rec.add_argument("--regressor", default=None,
+                     help="regressor .npz for --shape-source regressor (default: the shipped one, dlib encoder)")
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
     _add_eval_parser(sub)

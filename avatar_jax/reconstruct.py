@@ -52,7 +52,7 @@ class Options:
     hair: bool = True  # the unseen scalp in the photo's hair colour (texture_avatar)
     delight: bool = True  # the photo's light divided out of the texture (texture_avatar)
     shape_source: str = "landmarks"  # base shape P: pipeline.SHAPE_SOURCES
-    regressor: str | None = None  # a regressor .npz for shape_source "regressor"
+    regressor: str | None = None  # a regressor .npz for shape_source "regressor" (None: the shipped one)
 
 
 def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Options = Options(), *,
@@ -76,8 +76,6 @@ def _named_source(options: Options, model: HeadModel) -> ShapeSource:
         raise ValueError(f"shape_source must be one of {pipeline.SHAPE_SOURCES}, got {options.shape_source!r}")
     regressor = None
     if options.shape_source == "regressor":
-        if options.regressor is None:
-            raise ValueError("shape_source 'regressor' needs Options.regressor (a regressor .npz)")
         from avatar_jax.regress import load_regressor
 
         regressor = load_regressor(options.regressor)

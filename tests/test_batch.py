@@ -416,4 +416,4 @@ def test_dense_shape_source_fits_around_its_base_shape(testdata, tmp_path):
     with pytest.raises(SettingsMismatch, match="shape_source"):
         fit_batch(list_items(folder), out, CONFIG)
     with pytest.raises(ValueError, match="regressor"):
-        BatchConfig(shape_source="regressor")
+        BatchConfig(regressor="some.npz")

@@ -225,6 +225,22 @@ def test_reconstruct_reports_the_shape_source(tmp_path):
     assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "dense", "--texture-size", "64",
                  "--formats", "glb", "--no-overlay"]) == 0
     assert json.loads((out / "fr_obama.json").read_text())["shape_source"] == "dense"
-    assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor"]) == 2
     assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor",
                  "--regressor", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_the_shipped_regressor_is_the_default_shape_source(tmp_path):
+    import json
+    from pathlib import Path
+
+    from avatar_jax.cli import main
+    from avatar_jax.regress import DEFAULT_REGRESSOR
+
+    reg = load_regressor()
+    assert reg.encoder == "dlib" and reg.num_vertices == load_head_model().num_vertices
+    assert (DEFAULT_REGRESSOR.parent / "MODEL_CARD.md").is_file()
+    photo = Path(__file__).parent / "data" / "photos" / "fr_obama.jpg"
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor", "--texture-size", "64",
+                 "--formats", "glb", "--no-overlay"]) == 0
+    assert json.loads((out / "fr_obama.json").read_text())["shape_source"] == "regressor"

@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backend", default="mediapipe", choices=["mediapipe", "dlib"], help="landmark detector")
     p.add_argument("--shape-source", default="landmarks", choices=["landmarks", "dense", "regressor"],
                    help="base shape P of each fit (see avatar-jax reconstruct --help)")
-    p.add_argument("--regressor", default=None, help="regressor .npz for --shape-source regressor")
+    p.add_argument("--regressor", default=None,
+                   help="regressor .npz for --shape-source regressor (default: the shipped one)")
     p.add_argument("--route", default="refined", choices=["refined", "silhouette", "baseline", "fitted", "hybrid"],
                    help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
     p.add_argument("--pts-index-base", type=int, default=1, choices=[0, 1],

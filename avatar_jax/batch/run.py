@@ -75,8 +75,8 @@ class BatchConfig:
     def __post_init__(self):
         if self.shape_source not in pipeline.SHAPE_SOURCES:
             raise ValueError(f"shape_source must be one of {pipeline.SHAPE_SOURCES}, got {self.shape_source!r}")
-        if (self.shape_source == "regressor") != (self.regressor is not None):
-            raise ValueError("a regressor file goes with shape_source 'regressor', and only with it")
+        if self.regressor is not None and self.shape_source != "regressor":
+            raise ValueError("a regressor file goes with shape_source 'regressor' only")
         if self.shape_source != "landmarks" and self.backend != "mediapipe":
             raise ValueError(f"shape_source {self.shape_source!r} reads MediaPipe's mesh: use the mediapipe backend")
         if self.batch_size < 1:
@@ -100,13 +100,27 @@ class BatchConfig:
     def in_flight(self) -> int:
         return self.window if self.window is not None else 2 * self.batch_size
 
+    def _regressor_digest(self) -> str | None:
+        """The sha256 of the regressor file in use (a resume must use the same weights)."""
+        if self.shape_source != "regressor":
+            return None
+        import hashlib
+
+        from avatar_jax.regress import DEFAULT_REGRESSOR
+
+        path = Path(self.regressor) if self.regressor is not None else DEFAULT_REGRESSOR
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as err:
+            raise ValueError(f"regressor: cannot read {path}: {err}") from err
+
     def settings(self) -> dict:
         """The result-deciding settings, JSON-ready (stored in run.json)."""
         return {"batch_size": self.batch_size, "fit": repr(self.fit), "backend": self.backend,
                 "route": self.route, "pts_index_base": self.pts_index_base, "exports": sorted(self.exports),
                 "texture_size": self.texture_size if self.exports else None,
                 "blendshape_names": self.blendshape_names if "glb" in self.exports else None,
-                "shape_source": self.shape_source, "regressor": self.regressor,
+                "shape_source": self.shape_source, "regressor_sha256": self._regressor_digest(),
                 "platform": jax.default_backend()}
 
 
@@ -183,7 +197,7 @@ class _Streamer:
 
     def __init__(self, config: BatchConfig, store: st.Store, model: HeadModel, bar):
         self.config, self.store, self.model, self.bar = config, store, model, bar
-        self.regressor = load_regressor(config.regressor) if config.regressor else None
+        self.regressor = load_regressor(config.regressor) if config.shape_source == "regressor" else None
         # A dlib-reading regressor needs the photo itself beside the detected points.
         self.keep_image = bool(config.exports) or (self.regressor is not None and self.regressor.encoder != "mesh")
         self.local = threading.local()

@@ -23,7 +23,7 @@ _EXPORTS = {
     **dict.fromkeys(["VertexDecoder", "init_decoder", "shape_pca", "vertex_weights", "weighted_l1"],
                     "avatar_jax.regress.decoder"),
     **dict.fromkeys(["Regressor", "TrainConfig", "History", "train_regressor", "save_regressor",
-                     "load_regressor"], "avatar_jax.regress.train"),
+                     "load_regressor", "DEFAULT_REGRESSOR"], "avatar_jax.regress.train"),
 }
 __all__ = sorted(_EXPORTS)
 

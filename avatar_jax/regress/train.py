@@ -287,9 +287,13 @@ def save_regressor(path: str | Path, regressor: Regressor, card: dict | None = N
     return path
 
 
-def load_regressor(path: str | Path) -> Regressor:
-    """A regressor written by :func:`save_regressor`."""
-    path = Path(path)
+DEFAULT_REGRESSOR = Path(__file__).resolve().parent / "data" / "shape_regressor_dlib.npz"
+
+
+def load_regressor(path: str | Path | None = None) -> Regressor:
+    """A regressor written by :func:`save_regressor` (None: the shipped default,
+    ``data/shape_regressor_dlib.npz``, whose model card is ``data/MODEL_CARD.md``)."""
+    path = Path(path) if path is not None else DEFAULT_REGRESSOR
     if not path.is_file():
         raise ValueError(f"load_regressor: no such file {path}")
     try:
