@@ -28,8 +28,9 @@ Methods, all on the same landmarks and the same model:
   baseline of this field's benchmarks: a shape source that does not beat it adds nothing.
 * ``eos-py``: ``eos.fitting.fit_shape_and_pose`` through :mod:`avatar_jax.evaluate.eos_peer` (the same
   model converted exactly); skipped with a note when eos or the benchmarks folder is missing.
-* ``regressor + full energy`` needs a regressor checkpoint; none exists yet, so it is listed as
-  skipped.
+* ``regressor + full energy`` is not run here: the regressor reads the photo, and these suites
+  are scored by ``experiments/shape_sources.py`` instead (docs/regress.md), so it is listed as
+  skipped with that pointer.
 
 ARMSE (:func:`avatar_jax.evaluate.armse`) of each fitted mesh against the deformed truth, both
 on the model topology; alignment points = the model's landmark embedding at
@@ -57,8 +58,9 @@ from avatar_jax.model.head import ALIGNMENT_LANDMARKS, HeadModel, landmarks as m
 DISTANCES = (80.0, 90.0, 100.0, 110.0)
 NOISE_LEVELS = (0.0, 1.0, 2.0, 4.0)
 METHODS = ("landmark-only", "full energy", "mean identity", "eos-py")
-SKIPPED_METHODS = {"regressor + full energy": "no shape-regressor checkpoint exists yet (avatar_jax.regress has "
-                                              "the face encoder, not yet a trained vertex decoder)"}
+SKIPPED_METHODS = {"regressor + full energy": "not run by avatar-jax eval: the regressor reads the photo; the "
+                                              "rendered suite's heads with each shape source are scored by "
+                                              "experiments/shape_sources.py (docs/regress.md)"}
 
 
 @struct.dataclass
