@@ -59,7 +59,8 @@ HEAD_WIDTH_MM = 150.0  # between the jaw's ends (iBUG 0 and 16)
 
 
 def euler_rotvec(yaw, pitch, roll) -> np.ndarray:
-    """Rotation vectors ``[n, 3]`` of ``R = R_z(roll) R_x(pitch) R_y(yaw)`` (radians ``[n]``)."""
+    """Rotation vectors ``[n, 3]`` of ``R = R_y(yaw) R_x(pitch) R_z(roll)`` (radians ``[n]``): roll
+    about the view axis first, then pitch, then yaw (scipy's extrinsic "zxy")."""
     from scipy.spatial.transform import Rotation
 
     return Rotation.from_euler("zxy", np.stack([roll, pitch, yaw], -1)).as_rotvec()
