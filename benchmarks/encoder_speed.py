@@ -8,6 +8,9 @@ batches (dlib then runs them as one batch). Chips are the parity references'
 ``--runs`` runs, reported as ms per image with the ratio dlib / ours; the two descriptors are
 also compared (max cosine distance) so a fast wrong answer shows.
 
+A last column times the shipped shape regressor's decoder (``load_regressor().predict``, 128 ->
+3V) on the descriptors, so "ours + decoder" is the regressor's cost from aligned chips to shapes.
+
 Usage: ``python benchmarks/encoder_speed.py [--batches 1 64] [--runs 7]``
 """
 
@@ -67,14 +70,20 @@ def main(argv=None) -> int:
     model = dlib_model()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), "
           f"{os.cpu_count()} CPUs; dlib: {'yes' if model is not None else 'not installed'}")
-    print(f"{'batch':>5} {'ours ms/img':>12} {'dlib ms/img':>12} {'dlib/ours':>10} {'max cos dist':>13}")
+    from avatar_jax.regress import load_regressor
+
+    regressor = load_regressor()
+    print(f"{'batch':>5} {'ours ms/img':>12} {'decoder ms/img':>15} {'dlib ms/img':>12} {'dlib/ours':>10} "
+          f"{'max cos dist':>13}")
     for batch in args.batches:
         chips = chips_of_batch(ref_chips, batch)
         x = jax.device_put(chips)
         ours = np.asarray(dr.face_descriptor(params, x))  # compile + warm up
         t_ours = median_seconds(lambda p, c: dr.face_descriptor(p, c).block_until_ready(), args.runs,
                                 params, x)
-        row = f"{batch:>5} {1e3 * t_ours / batch:>12.2f}"
+        regressor.predict(ours).block_until_ready()  # compile
+        t_dec = median_seconds(lambda f: regressor.predict(f).block_until_ready(), args.runs, ours)
+        row = f"{batch:>5} {1e3 * t_ours / batch:>12.2f} {1e3 * t_dec / batch:>15.3f}"
         if model is not None:
             theirs = dlib_descriptors(model, chips)  # warm up
             t_dlib = median_seconds(dlib_descriptors, args.runs, model, chips)
