@@ -4,8 +4,10 @@
 failure (an unreadable file, no face, a failed fit, an export error) is reported per photo as an
 :class:`Outcome` with a :class:`~avatar_jax.status.Status` and never stops the others.
 
-The base shape P is pluggable: ``shape_source(image, face) -> [V, 3] | None``. None (the default,
-until a regressor checkpoint exists) fits the identity jointly from the landmarks.
+The base shape P is pluggable: ``Options.shape_source`` names one of
+:data:`avatar_jax.pipeline.SHAPE_SOURCES` (``"landmarks"``, the default, fits the identity jointly
+from the landmarks; ``"regressor"`` uses the shipped checkpoint or ``Options.regressor``), or a
+caller passes ``shape_source(image, face) -> [V, 3] | None`` directly.
 """
 
 from __future__ import annotations
