@@ -201,12 +201,12 @@ def test_regress_then_fit_end_to_end_on_a_photo(renders, tmp_path):
     image = load_image(Path(__file__).parent / "data" / "photos" / "fr_obama.jpg")
     faces = pipeline.detect(image)
     model = load_head_model()
-    for source, kwargs in (("regressor", {"regressor": reg}), ("dense", {})):
-        base = pipeline.base_shapes(image, faces, source, model=model, **kwargs)
-        assert base.shape == (1, model.num_vertices, 3) and np.all(np.isfinite(base))
-        assert np.abs(base - np.asarray(model.neutral)).max() > 0.1  # not just the mean head
-        res = pipeline.fit_faces(image, faces, model=model, base_shapes=base)
-        assert Status.of(int(res.status[0])) == Status.OK
+    # (the dense source goes through the same path: tests/test_batch.py and the reconstruct test below)
+    base = pipeline.base_shapes(image, faces, "regressor", model=model, regressor=reg)
+    assert base.shape == (1, model.num_vertices, 3) and np.all(np.isfinite(base))
+    assert np.abs(base - np.asarray(model.neutral)).max() > 0.1  # not just the mean head
+    res = pipeline.fit_faces(image, faces, model=model, base_shapes=base)
+    assert Status.of(int(res.status[0])) == Status.OK
     assert pipeline.base_shapes(image, faces, "landmarks") is None
     with pytest.raises(ValueError, match="needs a regressor"):
         pipeline.base_shapes(image, faces, "regressor")
