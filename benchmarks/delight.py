@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -123,20 +121,18 @@ def time_texture(path, model, size, repeats):
     photo light kept and the photo's eyes, vs de-lit with the clean eyes; runs alternating."""
     from avatar_jax import pipeline
     from avatar_jax.io.image import load_image
+    from timing import alternating_medians
 
     image = load_image(path)
     faces = pipeline.detect(image)
     res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
     variants = {False: dict(delight=False), True: dict(delight=True, landmarks478=faces[0].landmarks478)}
-    for kw in variants.values():
-        pipeline.texture_avatar(image, res, model=model, texture_size=size, **kw)
-    times = {False: [], True: []}
-    for _ in range(repeats):
-        for d, kw in variants.items():
-            t = time.perf_counter()
-            pipeline.texture_avatar(image, res, model=model, texture_size=size, **kw)
-            times[d].append(time.perf_counter() - t)
-    return statistics.median(times[False]), statistics.median(times[True])
+
+    def stage(kw):
+        return lambda: pipeline.texture_avatar(image, res, model=model, texture_size=size, **kw)
+
+    medians = alternating_medians({d: stage(kw) for d, kw in variants.items()}, repeats)
+    return medians[False], medians[True]
 
 
 def main(argv=None) -> None:

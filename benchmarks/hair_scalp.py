@@ -20,7 +20,6 @@ photo noise) is timed the same way: the texture-stage check of the issue (<= 1 s
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -98,16 +97,13 @@ def _scalp_texels(capped, plan) -> np.ndarray:
 def time_bake(image, verts, camera, capped, plan, size, repeats):
     """Warm medians (s) of bake_texture with hair off and on, runs alternating."""
     from avatar_jax.texture.bake import bake_texture
+    from timing import alternating_medians
 
-    for hair in (False, True):  # compile / warm the segmenter
-        bake_texture(image, verts, camera, capped, size, plan=plan, hair=hair)
-    times = {False: [], True: []}
-    for _ in range(repeats):
-        for hair in (False, True):
-            t = time.perf_counter()
-            bake_texture(image, verts, camera, capped, size, plan=plan, hair=hair)
-            times[hair].append(time.perf_counter() - t)
-    return statistics.median(times[False]), statistics.median(times[True])
+    def bake(hair):
+        return lambda: bake_texture(image, verts, camera, capped, size, plan=plan, hair=hair)
+
+    medians = alternating_medians({hair: bake(hair) for hair in (False, True)}, repeats)
+    return medians[False], medians[True]
 
 
 def main(argv=None) -> None:

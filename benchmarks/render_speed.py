@@ -15,21 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def _best(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from timing import best_seconds
 
 
 def main(argv=None) -> None:
@@ -60,7 +50,8 @@ def main(argv=None) -> None:
     rows = {}
     for name, settings in (("render_scenes, one shaded sample / pixel", base),
                            ("render_scenes, every sample shaded", dataclasses.replace(base, shade_every_sample=True))):
-        t = _best(lambda s=settings: jax.block_until_ready(render_scenes(ctx.capped, scenes, s).images), args.repeats)
+        render = lambda s=settings: jax.block_until_ready(render_scenes(ctx.capped, scenes, s).images)  # noqa: E731
+        t = best_seconds(render, args.repeats)
         rows[name] = b / t
     peer_n = min(b, 16)
     tex = [jnp.asarray(t, jnp.float32) / 255.0 for t in textures[:peer_n]]
@@ -71,7 +62,7 @@ def main(argv=None) -> None:
             render_head(ctx.capped, verts_np[i], jax.tree.map(lambda a: a[i], camera), (256, 256), tex[i],
                         backgrounds[i].astype(np.float32) / 255.0, (0.3, 0.3, 1.0))
 
-    rows["peer: evaluate.rendered.render_head (per image)"] = peer_n / _best(peer, args.repeats)
+    rows["peer: evaluate.rendered.render_head (per image)"] = peer_n / best_seconds(peer, args.repeats)
     if args.dataset:
         with tempfile.TemporaryDirectory() as out:
             cfg = mk.DatasetConfig(n=args.dataset, shard_size=min(256, args.dataset), num_sources=500)
