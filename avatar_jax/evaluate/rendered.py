@@ -41,6 +41,7 @@ from avatar_jax.evaluate import synthetic as es
 from avatar_jax.evaluate.nme import landmark_nme
 from avatar_jax.geometry import camera as cam
 from avatar_jax.model.head import HeadModel
+from avatar_jax.render.scene import supersampled_camera
 from avatar_jax.status import Status
 
 DEFAULT_TEXTURE_PHOTOS = ("tom_cruise.jpg", "obama.jpg")
@@ -184,13 +185,6 @@ def random_light(rng: np.random.Generator) -> tuple[float, float, float]:
     """Light direction in view space from the front hemisphere, above-ish (x right, y up, z to
     the viewer)."""
     return (float(rng.uniform(-0.6, 0.6)), float(rng.uniform(0.0, 0.6)), 1.0)
-
-
-def supersampled_camera(camera: cam.Camera, factor: int) -> cam.Camera:
-    """The same view on a ``factor``-times finer pixel grid: box-filtering its render by
-    ``factor`` gives pixel centres exactly at the original camera's pixel centres."""
-    return camera.replace(focal=camera.focal * factor,
-                          principal=camera.principal * factor + 0.5 * (factor - 1))
 
 
 def render_head(capped: HeadModel, verts, camera: cam.Camera, image_size: tuple[int, int],

@@ -44,6 +44,7 @@ from avatar_jax.geometry.camera import Camera, project_view, transform
 from avatar_jax.geometry.mesh import vertex_normals
 from avatar_jax.geometry.uv import uv_to_texel
 from avatar_jax.model.head import HeadModel
+from avatar_jax.render.sample import bilinear_sample
 
 # Real SH basis constants (bands 0..2) in the order (0,0), (1,-1), (1,0), (1,1), (2,-2),
 # (2,-1), (2,0), (2,1), (2,2) with (x, y, z) the unit normal.
@@ -312,21 +313,6 @@ def _as_unit_float(image):
     return image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image.astype(jnp.float32)
 
 
-def _bilinear(texture, xy):
-    """``texture`` ``[S, S, C]`` at texel coordinates ``xy`` ``[..., 2]`` (clamped)."""
-    s = texture.shape[0]
-    x = jnp.clip(xy[..., 0], 0.0, s - 1.0)
-    y = jnp.clip(xy[..., 1], 0.0, s - 1.0)
-    x0 = jnp.clip(jnp.floor(x), 0, s - 2).astype(jnp.int32)
-    y0 = jnp.clip(jnp.floor(y), 0, s - 2).astype(jnp.int32)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    flat = texture.reshape(s * s, -1)
-    i = y0 * s + x0
-    top = flat[i] * (1 - fx) + flat[i + 1] * fx
-    bottom = flat[i + s] * (1 - fx) + flat[i + s + 1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
 def _representative_samples(tri_id, s):
     """Per output pixel, the fine sample to shade: its first covered sample in raster order (the
     centre-most when ``s`` is odd comes first), or the first sample when none is covered.
@@ -355,7 +341,7 @@ def _shade(planes, tri_id, xy, texture, lighting, fine: Camera):
     vals = vals[:, :5] / jnp.where(hit, vals[:, 5], 1.0)[:, None]
     uv, n = vals[:, :2], vals[:, 2:5]
     tex = _as_unit_float(texture)
-    albedo = _bilinear(tex, uv_to_texel(uv, tex.shape[0]))
+    albedo = bilinear_sample(tex, uv_to_texel(uv, tex.shape[0]))
     n = n / jnp.maximum(jnp.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
     diffuse = jnp.maximum(sh_shading(lighting.sh, n), 0.0)
     # The direction to the eye is minus the pixel's viewing ray: no per-sample position needed.
