@@ -31,7 +31,7 @@ from avatar_jax.geometry.camera import Camera, project
 from avatar_jax.io.export import write_glb, write_obj
 from avatar_jax.landmarks import api as landmark_api
 from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
-from avatar_jax.model import HeadModel, arkit, load_head_model
+from avatar_jax.model import HeadModel, arkit, head, load_head_model
 from avatar_jax.status import Status
 from avatar_jax.texture import eyes
 from avatar_jax.texture.bake import bake_plan, bake_texture
@@ -82,8 +82,7 @@ def batch_base_shapes(images: Sequence[np.ndarray], faces: Sequence[FaceLandmark
         raise ValueError("base_shapes: source 'dense' needs MediaPipe's mesh on every face (the mediapipe backend)")
     sizes = np.array([im.shape[:2] for im in images], np.float32)
     res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), sizes, model=model)
-    identity = np.asarray(res.identity, np.float32)
-    return np.asarray(model.neutral)[None] + np.einsum("fk,kvd->fvd", identity, np.asarray(model.identity_basis))
+    return np.asarray(jax.vmap(lambda identity: head.vertices(model, identity))(res.identity), np.float32)
 
 
 def detect(image: np.ndarray, *, backend: str = "mediapipe", route="refined", max_faces: int | None = 1,
