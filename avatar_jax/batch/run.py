@@ -348,15 +348,23 @@ class _Streamer:
         if self.config.shape_source == "landmarks":
             return None
         bases = np.broadcast_to(np.asarray(self.model.neutral, np.float32), (size,) + self.model.neutral.shape).copy()
-        if batch:
-            images = [p.image if p.image is not None else np.zeros(p.image_size + (3,), np.uint8) for p in batch]
-            try:
-                bases[:len(batch)] = pipeline.batch_base_shapes(images, [p.detection for p in batch],
-                                                                self.config.shape_source, regressor=self.regressor,
-                                                                model=self.model)
-            except ValueError:
-                bases[:len(batch)] = np.nan
+        images = [p.image if p.image is not None else np.zeros(p.image_size + (3,), np.uint8) for p in batch]
+        faces = [p.detection for p in batch]
+        try:
+            bases[:len(batch)] = self._bases(images, faces)
+        except ValueError:  # one unreadable face: find it, so that the others keep their shapes
+            for i in range(len(batch)):
+                try:
+                    bases[i] = self._bases(images[i:i + 1], faces[i:i + 1])[0]
+                except ValueError:
+                    bases[i] = np.nan
         return bases
+
+    def _bases(self, images, faces) -> np.ndarray:
+        if not faces:
+            return np.zeros((0,) + self.model.neutral.shape, np.float32)
+        return pipeline.batch_base_shapes(images, faces, self.config.shape_source, regressor=self.regressor,
+                                          model=self.model)
 
     # --- stage 3 (writer): commit
 
