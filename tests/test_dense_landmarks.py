@@ -58,6 +58,14 @@ def test_synthetic_heads_fit_and_their_68_landmarks(model):
         err = np.linalg.norm(pts68[0] - batch.clean_landmarks[i], axis=1)
         assert err[17:].mean() < 1.0, err[17:].mean()  # inner points, px (measured 0.38, 0.45; face ~120 px)
         assert np.median(err[:17]) < 3.0, err[:17]  # jaw (measured 0.7, 1.1): discrete candidates
+        pts3d = dense.fitted_landmarks68(result, model, jaw="3d")[0]
+        np.testing.assert_allclose(pts3d[17:], pts68[0, 17:], atol=1e-4)
+        truth3d = np.asarray(project(cam_i, model_landmarks(model, batch.vertices[i])))
+        assert np.linalg.norm(pts3d[:17] - truth3d[:17], axis=1).mean() < 1.5  # the hidden side's jaw too
+        far = np.linalg.norm(pts3d[:17] - pts68[0, :17], axis=1).max()
+        assert far > 2.0, far  # at 30 deg of yaw the far-side contour and the 3D jaw part
+    with pytest.raises(ValueError, match="jaw must be"):
+        dense.fitted_landmarks68(result, model, jaw="contour")
 
 
 def test_fitted_route_on_a_photo(testdata):

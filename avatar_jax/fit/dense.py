@@ -35,6 +35,7 @@ from avatar_jax.fit.operators import LandmarkSet
 from avatar_jax.geometry import camera as cam
 from avatar_jax.landmarks import ibug68
 from avatar_jax.model.head import HeadModel, silhouette_landmarks
+from avatar_jax.model.head import landmarks as head_landmarks
 
 DATA = Path(__file__).resolve().parent / "data"
 EMBEDDING_FILE = DATA / "mediapipe468_on_head.npz"
@@ -140,18 +141,30 @@ def fit_dense(landmarks, image_size, *, model: HeadModel | None = None,
                confidence=np.ascontiguousarray(conf), landmark_set=mediapipe_landmark_set(model))
 
 
-@jax.jit
-def _projected68(model: HeadModel, vertices, camera: cam.Camera):
-    one = lambda v, c: cam.project(c, silhouette_landmarks(model, v, c))
+JAW_CONVENTIONS = ("silhouette", "3d")
+
+
+@functools.partial(jax.jit, static_argnames="jaw")
+def _projected68(model: HeadModel, vertices, camera: cam.Camera, jaw: str = "silhouette"):
+    if jaw == "silhouette":
+        one = lambda v, c: cam.project(c, silhouette_landmarks(model, v, c))
+    else:
+        one = lambda v, c: cam.project(c, head_landmarks(model, v))
     return jax.vmap(one)(vertices, camera)
 
 
-def fitted_landmarks68(result: FitResult, model: HeadModel | None = None) -> np.ndarray:
-    """The fitted meshes' iBUG-68 landmarks projected by the fitted cameras, ``[B, 68, 2]``
-    pixels; the jaw (0-16) is the contour candidate on each fitted mesh's silhouette (smallest
-    ``|n . view|``), as a human annotates a jaw line."""
+def fitted_landmarks68(result: FitResult, model: HeadModel | None = None, jaw: str = "silhouette") -> np.ndarray:
+    """The fitted meshes' iBUG-68 landmarks projected by the fitted cameras, ``[B, 68, 2]`` pixels.
+
+    ``jaw`` picks the convention of points 0-16: ``"silhouette"`` (default) takes the contour
+    candidate on each fitted mesh's silhouette (smallest ``|n . view|``), where a 300-W annotator
+    draws the jaw line of a turned head; ``"3d"`` projects the jaw landmarks' fixed surface points,
+    hidden or not, as AFLW2000-3D and other 3D-fitted labels place them. Points 17-67 are the same.
+    """
+    if jaw not in JAW_CONVENTIONS:
+        raise ValueError(f"fitted_landmarks68: jaw must be one of {JAW_CONVENTIONS}, got {jaw!r}")
     model = _default_model(model)
-    return np.asarray(_projected68(model, result.vertices, result.camera))
+    return np.asarray(_projected68(model, result.vertices, result.camera, jaw=jaw))
 
 
 def fitted68(mesh478: np.ndarray, image_size, model: HeadModel | None = None,
