@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                           "model fitted to MediaPipe's 468 points, or a trained regressor (--regressor)")
     rec.add_argument("--regressor", default=None,
                      help="regressor .npz for --shape-source regressor (default: the shipped one, dlib encoder)")
+    rec.add_argument("--landmarks-on-head", default="calibrated", choices=["calibrated", "ict"],
+                     help="where the 68 detected points sit on the head model: 'calibrated' (default; where the "
+                          "detector sees them on renders) or 'ict' (ICT FaceKit's own landmark vertices; "
+                          "docs/landmarks.md)")
     rec.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                      help="JAX platform (default: JAX's choice)")
     _add_eval_parser(sub)
@@ -142,7 +146,7 @@ def _reconstruct(args) -> int:
                       all_faces=args.all_faces, overlay=not args.no_overlay, hair=not args.no_hair,
                       delight=not args.keep_lighting,
                       blendshape_names=args.blendshape_names, shape_source=args.shape_source,
-                      regressor=args.regressor)
+                      regressor=args.regressor, landmarks_on_head=args.landmarks_on_head)
     progress = (lambda xs: tqdm(xs, desc="avatars", unit="photo")) if len(args.photos) > 1 else None
     try:
         outcomes = reconstruct(args.photos, args.out, options, progress=progress)

@@ -27,6 +27,8 @@ import numpy as np
 
 from avatar_jax.fit import FitConfig, FitResult, fit
 from avatar_jax.fit import dense
+from avatar_jax.fit.calibrated import calibrated_ibug68
+from avatar_jax.fit.operators import LandmarkSet, ibug68 as ibug68_set
 from avatar_jax.geometry.camera import Camera, project
 from avatar_jax.io.export import write_glb, write_obj
 from avatar_jax.landmarks import api as landmark_api
@@ -43,9 +45,11 @@ FORMATS = ("glb", "obj")
 FITTED_ROUTES = {name: getattr(dense, f"{name}68") for name in landmark_api.FITTED_ROUTES}
 
 SHAPE_SOURCES = ("landmarks", "dense", "regressor")
+LANDMARKS_ON_HEAD = ("calibrated", "ict")
 
-__all__ = ["FORMATS", "SHAPE_SOURCES", "Avatar", "base_shapes", "batch_base_shapes", "detect", "export_avatar",
-           "face_fit", "fit_faces", "fit_report", "texture_avatar", "write_overlay", "write_report"]
+__all__ = ["FORMATS", "LANDMARKS_ON_HEAD", "SHAPE_SOURCES", "Avatar", "base_shapes", "batch_base_shapes", "detect",
+           "export_avatar", "face_fit", "fit_faces", "fit_report", "head_landmark_set", "texture_avatar",
+           "write_overlay", "write_report"]
 
 
 def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str = "landmarks", *,
@@ -99,14 +103,24 @@ def detect(image: np.ndarray, *, backend: str = "mediapipe", route="refined", ma
     return detect_faces(image, backend=backend, max_faces=max_faces, **extra)
 
 
+def head_landmark_set(model: HeadModel, name: str = "calibrated") -> LandmarkSet:
+    """Where the 68 detected points sit on the head: ``"calibrated"`` (default for photos: where
+    the detector sees them, :mod:`avatar_jax.fit.calibrated`) or ``"ict"`` (ICT FaceKit's own
+    landmark vertices, the convention of landmarks projected from the model itself)."""
+    if name not in LANDMARKS_ON_HEAD:
+        raise ValueError(f"landmarks on head must be one of {LANDMARKS_ON_HEAD}, got {name!r}")
+    return calibrated_ibug68(model) if name == "calibrated" else ibug68_set(model)
+
+
 def fit_faces(image: np.ndarray, faces: Sequence[FaceLandmarks], *, config: FitConfig = FitConfig(),
-              model: HeadModel | None = None, base_shapes=None) -> FitResult:
+              model: HeadModel | None = None, base_shapes=None, landmarks_on_head: str = "calibrated") -> FitResult:
     """Fit the head model to every face of one image in one batched call.
 
     Args:
       image: ``[H, W, 3]`` the photo (only its size is used).
       faces: detections with ``landmarks68 [68, 2]`` (NaN marks a missing point).
       base_shapes: optional ``[F, V, 3]`` base shapes P (e.g. from the regressor), one per face.
+      landmarks_on_head: see :func:`head_landmark_set`.
 
     Returns:
       :class:`~avatar_jax.fit.FitResult` with leading dim F = ``len(faces)``; check ``status``.
@@ -115,7 +129,9 @@ def fit_faces(image: np.ndarray, faces: Sequence[FaceLandmarks], *, config: FitC
         raise ValueError("fit_faces: no faces to fit")
     landmarks = np.stack([np.asarray(f.landmarks68, np.float32) for f in faces])
     sizes = np.tile(np.array(image.shape[:2], np.float32), (len(faces), 1))
-    return fit(landmarks, sizes, base_shapes, config, model=model)
+    model = model or load_head_model()
+    return fit(landmarks, sizes, base_shapes, config, model=model,
+               landmark_set=head_landmark_set(model, landmarks_on_head))
 
 
 def face_fit(result: FitResult, index: int) -> FitResult:

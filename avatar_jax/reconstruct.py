@@ -55,6 +55,7 @@ class Options:
     delight: bool = True  # the photo's light divided out of the texture (texture_avatar)
     shape_source: str = "landmarks"  # base shape P: pipeline.SHAPE_SOURCES
     regressor: str | None = None  # a regressor .npz for shape_source "regressor" (None: the shipped one)
+    landmarks_on_head: str = "calibrated"  # the 68 points' places on the head: pipeline.LANDMARKS_ON_HEAD
 
 
 def reconstruct(paths: Sequence[str | Path], out_dir: str | Path, options: Options = Options(), *,
@@ -104,6 +105,7 @@ def _one_photo(path, out_dir, options, model, shape_source) -> list[Outcome]:
     try:  # every face of the photo in one batched fit
         bases = [shape_source(image, face) for face in faces] if shape_source else None
         fits = pipeline.fit_faces(image, faces, config=options.config, model=model,
+                                  landmarks_on_head=options.landmarks_on_head,
                                   base_shapes=None if bases is None else np.stack([np.asarray(b) for b in bases]))
     except (ValueError, RuntimeError) as err:  # keep the batch going
         return [Outcome(path, Status.FAILED, f"{path}: fit failed: {type(err).__name__}: {err}", face=i)

@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
                    help="base shape P of each fit (see avatar-jax reconstruct --help)")
     p.add_argument("--regressor", default=None,
                    help="regressor .npz for --shape-source regressor (default: the shipped one)")
+    p.add_argument("--landmarks-on-head", default="calibrated", choices=["calibrated", "ict"],
+                   help="where the 68 detected points sit on the head model: 'calibrated' (default; where the "
+                        "detector sees them on renders) or 'ict' (ICT FaceKit's own landmark vertices; "
+                        "docs/landmarks.md)")
     p.add_argument("--route", default="refined", choices=["refined", "silhouette", "baseline", "fitted", "hybrid"],
                    help="MediaPipe mesh -> iBUG-68 route (docs/landmarks.md)")
     p.add_argument("--pts-index-base", type=int, default=1, choices=[0, 1],
@@ -80,12 +84,12 @@ def run(args) -> int:
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
                              exports=tuple(args.export), texture_size=args.texture_size,
                              blendshape_names=args.blendshape_names, shape_source=args.shape_source,
-                             regressor=args.regressor)
+                             regressor=args.regressor, landmarks_on_head=args.landmarks_on_head)
         items = list_items(args.input, exclude=args.out, group_by=args.group_by)
         mine = shard(items, index, count)
         report = fit_batch(mine, args.out, config, all_items=items,
                            progress=None if args.no_progress else _progress_bar(index, count))
-        groups = _fit_groups(mine, items, report) if args.group_by else None
+        groups = _fit_groups(mine, items, report, args.landmarks_on_head) if args.group_by else None
     except SettingsMismatch as err:
         print(f"avatar-jax fit-batch: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -109,12 +113,13 @@ def _distributed_shard(args) -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def _fit_groups(mine, items, report) -> dict:
+def _fit_groups(mine, items, report, landmarks_on_head: str) -> dict:
     from avatar_jax.batch.groups import fit_groups
     from avatar_jax.batch.store import Store
     from avatar_jax.model import load_head_model
 
-    return fit_groups(mine, Store(report.out_dir), load_head_model(), all_items=items)
+    return fit_groups(mine, Store(report.out_dir), load_head_model(), all_items=items,
+                      landmarks_on_head=landmarks_on_head)
 
 
 def _progress_bar(index: int, count: int):

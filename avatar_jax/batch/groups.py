@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from avatar_jax import pipeline
 from avatar_jax.batch import store as st
 from avatar_jax.batch.inputs import Item, safe_id
 from avatar_jax.fit import FitConfig, fit_joint
@@ -49,7 +50,8 @@ def group_members(items: Sequence[Item]) -> dict[str, list[Item]]:
 
 
 def fit_groups(items: Sequence[Item], store: st.Store, model: HeadModel, config: FitConfig = FitConfig(), *,
-               all_items: Sequence[Item] | None = None, groups_per_call: int = GROUPS_PER_CALL) -> dict:
+               all_items: Sequence[Item] | None = None, groups_per_call: int = GROUPS_PER_CALL,
+               landmarks_on_head: str = "calibrated") -> dict:
     """Fit every group of ``items`` not yet committed under ``store.root / "groups"``; rewrite
     groups.jsonl with every committed group of ``all_items`` (default ``items``; a shard passes
     the full input). Returns ``{"groups", "fitted", "skipped", "counts", "wall_s"}``."""
@@ -68,7 +70,8 @@ def fit_groups(items: Sequence[Item], store: st.Store, model: HeadModel, config:
         by_views.setdefault(_views_bucket(len(group[2])), []).append(group)
     for views, groups in sorted(by_views.items()):
         for start in range(0, len(groups), groups_per_call):
-            _fit_call(folder, groups[start:start + groups_per_call], views, groups_per_call, model, config)
+            _fit_call(folder, groups[start:start + groups_per_call], views, groups_per_call, model, config,
+                      pipeline.head_landmark_set(model, landmarks_on_head))
     with st.folder_lock(store):
         names = group_members(all_items if all_items is not None else items)
         records = [r for r in (_read_group(folder, name) for name in names) if r is not None]
@@ -113,7 +116,7 @@ def _committed(folder, name, usable: list[_Member]) -> bool:
     return record is not None and record["usable"] == [m.item.id for m in usable]
 
 
-def _fit_call(folder, groups, views: int, groups_per_call: int, model, config) -> None:
+def _fit_call(folder, groups, views: int, groups_per_call: int, model, config, landmark_set) -> None:
     """One :func:`fit_joint` call on ``groups_per_call`` x ``views`` padded slots; commit each group."""
     lms = np.full((groups_per_call, views, 68, 2), np.nan, np.float32)
     sizes = np.ones((groups_per_call, views, 2), np.float32)
@@ -121,7 +124,7 @@ def _fit_call(folder, groups, views: int, groups_per_call: int, model, config) -
         for v, m in enumerate(usable[:views]):
             lms[g, v], sizes[g, v] = m.landmarks, m.image_size
     t0 = time.perf_counter()
-    result = fit_joint(lms, sizes, config, model=model)
+    result = fit_joint(lms, sizes, config, model=model, landmark_set=landmark_set)
     seconds = (time.perf_counter() - t0) / max(len(groups), 1)
     for g, (name, members, usable) in enumerate(groups):
         _commit_group(folder, name, members, usable, views, result, g, seconds)

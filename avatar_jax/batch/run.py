@@ -71,8 +71,12 @@ class BatchConfig:
     blendshape_names: str = "arkit"
     shape_source: str = "landmarks"
     regressor: str | None = None
+    landmarks_on_head: str = "calibrated"
 
     def __post_init__(self):
+        if self.landmarks_on_head not in pipeline.LANDMARKS_ON_HEAD:
+            raise ValueError(f"landmarks_on_head must be one of {pipeline.LANDMARKS_ON_HEAD}, "
+                             f"got {self.landmarks_on_head!r}")
         if self.shape_source not in pipeline.SHAPE_SOURCES:
             raise ValueError(f"shape_source must be one of {pipeline.SHAPE_SOURCES}, got {self.shape_source!r}")
         if self.regressor is not None and self.shape_source != "regressor":
@@ -121,6 +125,7 @@ class BatchConfig:
                 "texture_size": self.texture_size if self.exports else None,
                 "blendshape_names": self.blendshape_names if "glb" in self.exports else None,
                 "shape_source": self.shape_source, "regressor_sha256": self._regressor_digest(),
+                "landmarks_on_head": self.landmarks_on_head,
                 "platform": jax.default_backend()}
 
 
@@ -326,7 +331,7 @@ class _Streamer:
         t = time.perf_counter()
         size = self.config.batch_size
         fit(np.full((size, NUM_LANDMARKS, 2), np.nan, np.float32), np.ones((size, 2), np.float32),
-            self._padded_bases([], size), config=self.config.fit, model=self.model)
+            self._padded_bases([], size), config=self.config.fit, model=self.model, landmark_set=self._landmark_set())
         self.compile_s = time.perf_counter() - t
 
     def _fit(self, batch: list[_Prepared]) -> list[tuple[FitResult, np.ndarray | None]]:
@@ -335,12 +340,16 @@ class _Streamer:
                                         self.config.batch_size)
         t = time.perf_counter()
         bases = self._padded_bases(batch, self.config.batch_size)
-        result = jax.tree.map(np.asarray, fit(landmarks, sizes, bases, config=self.config.fit, model=self.model))
+        result = jax.tree.map(np.asarray, fit(landmarks, sizes, bases, config=self.config.fit, model=self.model,
+                                              landmark_set=self._landmark_set()))
         share = (time.perf_counter() - t) / len(batch)
         self.batches += 1
         for p in batch:
             p.timings["fit_s"] = share
         return [(pipeline.face_fit(result, i), None if bases is None else bases[i]) for i in range(len(batch))]
+
+    def _landmark_set(self):
+        return pipeline.head_landmark_set(self.model, self.config.landmarks_on_head)
 
     def _padded_bases(self, batch: list[_Prepared], size: int) -> np.ndarray | None:
         """Base shapes ``[size, V, 3]`` of the batch's faces (the mean head in the padding), or None

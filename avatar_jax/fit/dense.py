@@ -21,6 +21,7 @@ head's eye opening and move with blinks the expression model barely spans.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -153,17 +154,22 @@ def _projected68(model: HeadModel, vertices, camera: cam.Camera, jaw: str = "sil
     return jax.vmap(one)(vertices, camera)
 
 
-def fitted_landmarks68(result: FitResult, model: HeadModel | None = None, jaw: str = "silhouette") -> np.ndarray:
+def fitted_landmarks68(result: FitResult, model: HeadModel | None = None, jaw: str = "silhouette",
+                       landmark_set: LandmarkSet | None = None) -> np.ndarray:
     """The fitted meshes' iBUG-68 landmarks projected by the fitted cameras, ``[B, 68, 2]`` pixels.
 
     ``jaw`` picks the convention of points 0-16: ``"silhouette"`` (default) takes the contour
     candidate on each fitted mesh's silhouette (smallest ``|n . view|``), where a 300-W annotator
     draws the jaw line of a turned head; ``"3d"`` projects the jaw landmarks' fixed surface points,
     hidden or not, as AFLW2000-3D and other 3D-fitted labels place them. Points 17-67 are the same.
+    ``landmark_set``: the 68 points' embedding (default the model's own; e.g.
+    :func:`avatar_jax.fit.calibrated.calibrated_ibug68`).
     """
     if jaw not in JAW_CONVENTIONS:
         raise ValueError(f"fitted_landmarks68: jaw must be one of {JAW_CONVENTIONS}, got {jaw!r}")
     model = _default_model(model)
+    if landmark_set is not None:
+        model = dataclasses.replace(model, landmark_faces=landmark_set.faces, landmark_bary=landmark_set.bary)
     return np.asarray(_projected68(model, result.vertices, result.camera, jaw=jaw))
 
 
