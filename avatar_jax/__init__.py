@@ -37,6 +37,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Status": "avatar_jax.status",
     "enable_compilation_cache": "avatar_jax._cache",
+    "use_host_devices": "avatar_jax._devices",
     "load_image": "avatar_jax.io.image",
     "load_head_model": "avatar_jax.model",
     "FitConfig": "avatar_jax.fit",

@@ -3,6 +3,7 @@
     python benchmarks/batch_throughput.py [--num 1024] [--num-e2e 256] [--batch-sizes 16 64 256]
                                           [--workers 2]
     python benchmarks/batch_throughput.py --rss-lengths 256 1024 4096   # memory vs input length
+    python benchmarks/batch_throughput.py --host-devices 1 2 4 8        # fit stage vs devices
 
 (a) fitting alone: a CSV manifest of ``--num`` items, each the landmark file (.npy) of one of the
     test photos with the human-labelled points (tests/data/photos/*.pts), jittered by 1 px
@@ -15,6 +16,11 @@ that compiles that batch size, so the images/s are of a warm process, as in a lo
 compared with fitting one image at a time -- ``fit`` at B = 1 per image, as
 ``avatar-jax reconstruct`` does (and, for (b), decode + detect + fit at B = 1 in one thread).
 Absolute numbers drift on shared machines: read the ratios.
+
+``--host-devices``: the fitting stage alone (``fit``, full energy, the jittered labelled points
+at ``--device-batch`` images per call, best of 5 warm calls) with the batch sharded over N
+simulated CPU devices (``--xla_force_host_platform_device_count``, ``NPROC`` = 2N: see
+:func:`avatar_jax.use_host_devices`), one fresh process per N, beside N = 1.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import tempfile
 import time
@@ -128,7 +135,15 @@ def main() -> None:
     ap.add_argument("--rss-lengths", type=int, nargs="+", default=None,
                     help="only: peak RSS of one fresh process per input length (user landmarks, batch 64)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--host-devices", type=int, nargs="+", default=None,
+                    help="only: fit-stage images/s with the batch sharded over N simulated CPU devices")
+    ap.add_argument("--device-batch", type=int, default=256, help="images per fit call for --host-devices")
+    ap.add_argument("--devices-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.devices_child is not None:
+        return _devices_child(args.devices_child, args.device_batch)
+    if args.host_devices:
+        return _devices_table(args.host_devices, args.device_batch)
     if args.rss_child is not None:
         return _rss_child(args.rss_child, args.workers)
     if args.rss_lengths:
@@ -172,6 +187,47 @@ def _rss_child(num: int, workers: int) -> None:
         t = time.perf_counter()
         fit_batch(items, Path(tmp) / "out", config)
         print(time.perf_counter() - t, _peak_rss_mib())
+
+
+def _devices_table(counts, batch: int) -> None:
+    """Fit-stage images/s against the number of simulated CPU devices, each in a fresh process."""
+    import subprocess
+    import sys
+
+    rows = []
+    for n in counts:
+        # set before the child imports JAX (this module's imports already start its backend)
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "NPROC": str(2 * n)}
+        out = subprocess.run([sys.executable, __file__, "--devices-child", str(n), "--device-batch", str(batch)],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append((n, float(out)))
+    base = dict(rows).get(1)
+    print(f"| host devices | fit stage images/s (B = {batch}, full energy) | vs 1 device |")
+    print("|---|---|---|")
+    for n, rate in rows:
+        print(f"| {n} | {rate:.0f} | {'' if base is None else f'{rate / base:.2f}x'} |", flush=True)
+
+
+def _devices_child(count: int, batch: int) -> None:
+    import jax
+
+    from avatar_jax.batch.run import image_size
+
+    assert len(jax.devices()) == count, jax.devices()
+
+    photos = labelled_photos()
+    rng = np.random.default_rng(0)
+    picks = [photos[i % len(photos)] for i in range(batch)]
+    landmarks = np.stack([p + rng.normal(0.0, 1.0, p.shape) for _, p in picks]).astype(np.float32)
+    sizes = np.array([image_size(image) for image, _ in picks], np.float32)
+    model, devices = load_head_model(), (jax.devices() if count > 1 else None)
+    fit(landmarks, sizes, model=model, devices=devices)  # compile
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        fit(landmarks, sizes, model=model, devices=devices)
+        best = min(best, time.perf_counter() - t)
+    print(batch / best)
 
 
 def _peak_rss_mib() -> float:

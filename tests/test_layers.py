@@ -17,11 +17,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "avatar_jax"
 
 # unit -> the units it may import. A unit is a subpackage or a top-level module; "_cache",
-# "_disk_cache", "_threads", "_identity_cache", "_lazy" are package-private helpers. Keep it a DAG.
+# "_disk_cache", "_threads", "_devices", "_identity_cache", "_lazy" are package-private helpers. Keep it a DAG.
 ALLOWED = {
     "status": set(),
     "_cache": set(),
     "_threads": set(),
+    "_devices": set(),
     "_identity_cache": set(),
     "_lazy": set(),
     "_disk_cache": {"_cache"},
@@ -32,7 +33,7 @@ ALLOWED = {
     "landmarks": {"geometry", "io", "model", "status"},
     "render": {"geometry", "model"},
     "fit": {"geometry", "io", "model", "solve", "status", "landmarks", "_disk_cache", "_threads",
-            "_identity_cache"},
+            "_devices", "_identity_cache"},
     "texture": {"geometry", "io", "model", "render", "landmarks", "_disk_cache", "_identity_cache"},
     "regress": {"geometry", "io", "model", "landmarks", "_lazy"},
     "augment": {"geometry", "io", "model", "landmarks", "_lazy"},
@@ -40,13 +41,13 @@ ALLOWED = {
     "dataset": {"status", "geometry", "io", "model", "render", "texture", "landmarks", "augment", "fit",
                 "pipeline", "_disk_cache", "_identity_cache", "_lazy"},
     "batch": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "regress", "_threads",
-              "_lazy", "_cache"},
+              "_lazy", "_cache", "_devices"},
     "reconstruct": {"status", "geometry", "io", "model", "landmarks", "fit", "texture", "pipeline", "regress"},
     "evaluate": {"status", "geometry", "io", "model", "solve", "landmarks", "render", "fit", "texture",
                  "regress", "augment", "dataset", "pipeline", "reconstruct", "_disk_cache", "_cache"},
     "animate": {"geometry", "io", "model", "render", "_lazy"},
     "cli": {"status", "pipeline", "reconstruct", "evaluate", "dataset", "regress", "batch", "animate", "_cache",
-            "__init__"},
+            "_devices", "__init__"},
     "__init__": {"_lazy"},  # lazy exports resolve through importlib, not import statements
 }
 

@@ -61,6 +61,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, choices=["cpu", "gpu", "tpu"],
                    help="JAX platform (default: JAX's choice)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="shard each batch over this many local devices (default: all of them)")
+    p.add_argument("--host-devices", type=int, default=None,
+                   help="CPU: split the host into N JAX devices to shard over (sets XLA's thread pool "
+                        "to match; process shards, --shard, use the cores as well)")
 
 
 def run(args) -> int:
@@ -69,6 +74,14 @@ def run(args) -> int:
 
     if args.device:
         jax.config.update("jax_platforms", args.device)
+    if args.host_devices is not None:
+        from avatar_jax._devices import use_host_devices
+
+        try:
+            use_host_devices(args.host_devices)
+        except ValueError as err:
+            print(f"avatar-jax fit-batch: --host-devices: {err}", file=sys.stderr)
+            return EXIT_USAGE
     from avatar_jax.batch.inputs import list_items, parse_shard, shard
 
     try:  # jax.distributed first: it must run before anything starts JAX's backend
@@ -84,7 +97,8 @@ def run(args) -> int:
                              backend=args.backend, route=args.route, pts_index_base=args.pts_index_base,
                              exports=tuple(args.export), texture_size=args.texture_size,
                              blendshape_names=args.blendshape_names, shape_source=args.shape_source,
-                             regressor=args.regressor, landmarks_on_head=args.landmarks_on_head)
+                             regressor=args.regressor, landmarks_on_head=args.landmarks_on_head,
+                             devices=args.devices)
         items = list_items(args.input, exclude=args.out, group_by=args.group_by)
         mine = shard(items, index, count)
         report = fit_batch(mine, args.out, config, all_items=items,

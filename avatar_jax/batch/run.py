@@ -56,7 +56,8 @@ class BatchConfig:
     ``batch_size``, ``fit``, ``backend``, ``route``, ``pts_index_base``, ``exports`` and
     ``texture_size`` decide the results and are stored in ``DIR/run.json``: a resume must use
     the same. ``workers`` and ``window`` (items in flight, default ``2 * batch_size``, at least
-    ``batch_size``) only change speed and memory.
+    ``batch_size``) only change speed and memory. ``devices``: how many local devices each batch
+    is sharded over (None: all of them); stored too, as float rounding differs with the split.
     """
 
     batch_size: int = 64
@@ -72,8 +73,11 @@ class BatchConfig:
     shape_source: str = "landmarks"
     regressor: str | None = None
     landmarks_on_head: str = "calibrated"
+    devices: int | None = None
 
     def __post_init__(self):
+        if self.devices is not None and (not isinstance(self.devices, int) or self.devices < 1):
+            raise ValueError(f"devices must be a positive int or None (all local devices), got {self.devices!r}")
         if self.landmarks_on_head not in pipeline.LANDMARKS_ON_HEAD:
             raise ValueError(f"landmarks_on_head must be one of {pipeline.LANDMARKS_ON_HEAD}, "
                              f"got {self.landmarks_on_head!r}")
@@ -104,6 +108,13 @@ class BatchConfig:
     def in_flight(self) -> int:
         return self.window if self.window is not None else 2 * self.batch_size
 
+    def local_devices(self) -> tuple:
+        """The devices each batch is sharded over."""
+        local = jax.local_devices()
+        if self.devices is not None and self.devices > len(local):
+            raise ValueError(f"devices: {self.devices} requested, this process has {len(local)} local devices")
+        return tuple(local[:self.devices] if self.devices is not None else local)
+
     def _regressor_digest(self) -> str | None:
         """The sha256 of the regressor file in use (a resume must use the same weights)."""
         if self.shape_source != "regressor":
@@ -126,7 +137,7 @@ class BatchConfig:
                 "blendshape_names": self.blendshape_names if "glb" in self.exports else None,
                 "shape_source": self.shape_source, "regressor_sha256": self._regressor_digest(),
                 "landmarks_on_head": self.landmarks_on_head,
-                "platform": jax.default_backend()}
+                "platform": jax.default_backend(), "devices": len(self.local_devices())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +213,8 @@ class _Streamer:
 
     def __init__(self, config: BatchConfig, store: st.Store, model: HeadModel, bar):
         self.config, self.store, self.model, self.bar = config, store, model, bar
+        devices = config.local_devices()
+        self.devices = devices if len(devices) > 1 else None
         self.regressor = load_regressor(config.regressor) if config.shape_source == "regressor" else None
         # A dlib-reading regressor needs the photo itself beside the detected points.
         self.keep_image = bool(config.exports) or (self.regressor is not None and self.regressor.encoder != "mesh")
@@ -331,7 +344,8 @@ class _Streamer:
         t = time.perf_counter()
         size = self.config.batch_size
         fit(np.full((size, NUM_LANDMARKS, 2), np.nan, np.float32), np.ones((size, 2), np.float32),
-            self._padded_bases([], size), config=self.config.fit, model=self.model, landmark_set=self._landmark_set())
+            self._padded_bases([], size), config=self.config.fit, model=self.model, landmark_set=self._landmark_set(),
+            devices=self.devices)
         self.compile_s = time.perf_counter() - t
 
     def _fit(self, batch: list[_Prepared]) -> list[tuple[FitResult, np.ndarray | None]]:
@@ -341,7 +355,7 @@ class _Streamer:
         t = time.perf_counter()
         bases = self._padded_bases(batch, self.config.batch_size)
         result = jax.tree.map(np.asarray, fit(landmarks, sizes, bases, config=self.config.fit, model=self.model,
-                                              landmark_set=self._landmark_set()))
+                                              landmark_set=self._landmark_set(), devices=self.devices))
         share = (time.perf_counter() - t) / len(batch)
         self.batches += 1
         for p in batch:

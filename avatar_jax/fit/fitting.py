@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from avatar_jax._devices import check_devices
 from avatar_jax._threads import single_blas_thread
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.operators import FitOperators, LandmarkSet, cached_operators
@@ -267,9 +270,23 @@ def _fit_padded(ops, model, config, chunk, targets, confidence, image_sizes, bas
 _fit_jit = jax.jit(_fit_padded, static_argnames=("config", "chunk"))
 
 
+def _fit_sharded(ops, model, config, chunk, mesh, targets, confidence, image_sizes, base_vertices):
+    """:func:`_fit_padded` on each device's slice of the batch axis, one program over ``mesh``
+    (images are independent, so nothing crosses devices)."""
+    shards = P(mesh.axis_names[0])
+    local = lambda o, m, *arrays: _fit_padded(o, m, config, chunk, *arrays)
+    # check_vma=False: the solver's loop carries begin as constants (device-invariant) and leave
+    # as per-device values, which shard_map's type check rejects; every value here is per device
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()) + (shards,) * 4, out_specs=shards,
+                         check_vma=False)(ops, model, targets, confidence, image_sizes, base_vertices)
+
+
+_fit_sharded_jit = jax.jit(_fit_sharded, static_argnames=("config", "chunk", "mesh"))
+
+
 def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig(), *,
         model: HeadModel | None = None, confidence=None,
-        landmark_set: LandmarkSet | None = None) -> FitResult:
+        landmark_set: LandmarkSet | None = None, devices: Sequence[jax.Device] | None = None) -> FitResult:
     """Fit the head model to 2D landmarks of B images.
 
     Args:
@@ -284,6 +301,11 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
       landmark_set: the K landmarks' embedding on the model (default: iBUG-68 with the jaw
         sliding); keep the same object between calls so its precomputation is reused. The
         landmark term's W_eye (inter-ocular distance) uses the set's ``eye_corners``.
+      devices: local devices to shard the batch axis over (``jax.sharding.Mesh`` of one axis,
+        every device fitting its slice in one program), e.g. ``jax.local_devices()``; None: JAX's
+        default device. Several CPU devices need a larger XLA thread pool
+        (:func:`avatar_jax.use_host_devices`). Results equal the one-device fit's up to float
+        rounding, which can send an ill-conditioned image to another local minimum.
 
     Returns:
       :class:`FitResult` with leading dimension B. Bad images are flagged in ``status`` and
@@ -314,18 +336,26 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
         if base.shape != (b,) + tuple(model.neutral.shape):
             raise ValueError(f"base_shape must have shape [B, V, 3] = ({b}, {model.num_vertices}, 3), "
                              f"got {base.shape}")
+    devices = None if devices is None else check_devices(devices)
+    shards = 1 if devices is None else len(devices)
     chunk = _chunk_size(config)
-    padded = _padded_size(b, chunk)
+    local = _padded_size(-(-b // shards), chunk)  # each device's slice, padded like a batch
+    padded = local * shards
     pad = lambda a, fill: np.concatenate([a, np.full((padded - b,) + a.shape[1:], fill, a.dtype)])
     sizes_fill = image_sizes[:1] if b else np.ones((1, 2), np.float32)
     # Full float32 products: GPUs default to TF32 passes (~1e-3 relative), which moved the fitted
     # heads far from the CPU fit (docs/solver.md); the fit's GEMMs are small, so full precision
     # costs little. No effect on CPU.
+    arrays = (pad(landmarks, np.nan), pad(confidence, 1.0),
+              np.concatenate([image_sizes, np.repeat(sizes_fill, padded - b, 0)]), pad(np.ascontiguousarray(base), 0.0))
     with single_blas_thread(), jax.default_matmul_precision("highest"):
-        out = jax.block_until_ready(_fit_jit(
-            ops, model, config, chunk, pad(landmarks, np.nan), pad(confidence, 1.0),
-            np.concatenate([image_sizes, np.repeat(sizes_fill, padded - b, 0)]),
-            pad(np.ascontiguousarray(base), 0.0)))
+        if shards == 1:
+            out = _fit_jit(ops, model, config, chunk, *arrays)
+        else:
+            mesh = Mesh(np.asarray(devices), ("batch",))
+            arrays = [jax.device_put(a, NamedSharding(mesh, P("batch"))) for a in arrays]
+            out = _fit_sharded_jit(ops, model, config, min(chunk, local), mesh, *arrays)
+        out = jax.block_until_ready(out)
     return jax.tree.map(lambda a: a[:b], out)
 
 
