@@ -353,10 +353,16 @@ def render_scene(model: HeadModel, num: int, seed: int, yaw_deg: float, texture_
     return RenderedScene(batch, images, texture_of, detected, found)
 
 
-def fit_scene(model: HeadModel, scene: RenderedScene, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_scene(model: HeadModel, scene: RenderedScene, config,
+              landmarks_on_head: str = "calibrated") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Our fit (any :class:`~avatar_jax.fit.FitConfig`) on the detected points of the heads with a
-    face: ``(verts [n, V, 3], reprojection [n], status [n])``, NaN / ``NO_FACE`` for the others."""
-    return _fit_found(model, scene, lambda sub: es.fit_ours(model, sub, config))
+    face: ``(verts [n, V, 3], reprojection [n], status [n])``, NaN / ``NO_FACE`` for the others.
+    ``landmarks_on_head``: where the detected points sit on the head, as ``reconstruct`` fits
+    them (:func:`avatar_jax.pipeline.head_landmark_set`)."""
+    from avatar_jax.pipeline import head_landmark_set
+
+    landmark_set = head_landmark_set(model, landmarks_on_head)
+    return _fit_found(model, scene, lambda sub: es.fit_ours(model, sub, config, landmark_set))
 
 
 def _fit_found(model, scene: RenderedScene, fit_batch):

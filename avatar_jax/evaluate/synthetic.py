@@ -242,14 +242,16 @@ def method_config(method: str):
     return configs[method]
 
 
-def fit_ours(model, batch: OutOfSpaceBatch, config):
+def fit_ours(model, batch: OutOfSpaceBatch, config, landmark_set=None):
     """Our fit with ``config`` on every noise level of ``batch``: ``(verts [L, n, V, 3],
-    reprojection [L, n], status [L, n])``."""
+    reprojection [L, n], status [L, n])``. ``landmark_set``: where the 68 points sit on the head
+    (default: the model's own, where this suite's exact landmarks come from)."""
     from avatar_jax.fit import fit
 
     levels, n = batch.landmarks.shape[:2]
     sizes = np.tile(np.asarray(batch.image_sizes), (levels, 1))
-    result = fit(np.asarray(batch.landmarks).reshape(levels * n, 68, 2), sizes, config=config, model=model)
+    result = fit(np.asarray(batch.landmarks).reshape(levels * n, 68, 2), sizes, config=config, model=model,
+                 landmark_set=landmark_set)
     shape = lambda a, tail=(): np.asarray(a).reshape((levels, n) + tail)
     return (shape(result.vertices, tuple(model.neutral.shape)), shape(result.reprojection_error),
             shape(result.status))

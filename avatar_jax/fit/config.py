@@ -54,9 +54,10 @@ class FitConfig:
     lambda_q: float = 5.0
     # Weight of the identity prior sum(alpha^2/sigma^2), relative to wr (landmark-only mode; the
     # paper takes the identity from its regressor). Chosen by experiments/tune_identity_prior.py
-    # on rendered heads with a real detector in the loop (docs/solver.md): weaker priors fit
-    # detector noise into the identity; only noise-free synthetic landmarks prefer a weaker one.
-    identity_weight: float = 3.0
+    # on rendered heads with a real detector in the loop, the detected points placed by the
+    # calibrated landmark set (docs/solver.md): weaker priors fit detector noise into the
+    # identity; noise-free synthetic landmarks prefer a weaker one (0.1 to 3).
+    identity_weight: float = 30.0
     # Length unit (in mm) in which Ec and lambda_delta |dP|^2 are measured. The paper does not say;
     # its weights (wc = 25, lambda_delta = 4) freeze dP when lengths are in mm (a 1 mm correction
     # would cost 100x a 1 px landmark error) and act as intended in cm, ICT-FaceKit's native unit.
