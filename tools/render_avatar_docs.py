@@ -3,6 +3,12 @@ side-back and back: the last two show the scalp the photo does not, see
 avatar_jax.texture.hair), and their baked UV textures side by side (docs/texture_atlas.png).
 
     python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
+    python tools/render_avatar_docs.py --before-after   # docs/avatars_before_after.png
+
+``--before-after``: each bundled example from the front, three-quarter, profile and back,
+before (the scalp and back of the head filled with skin, the photo's lighting kept, as the
+avatars were before the complete-texture work) and after (hair fill and de-lighting, the
+defaults), each row labelled.
 """
 
 from __future__ import annotations
@@ -25,16 +31,66 @@ PHOTOS = ("tom_cruise.jpg", "obama.jpg")
 
 
 YAWS = (0.0, 35.0, 120.0, 180.0)
+BEFORE_AFTER_YAWS = (0.0, 35.0, 90.0, 180.0)  # front, three-quarter, profile, back
 
 
-def views(size=512):
-    """Cameras at :data:`YAWS` (degrees; 0 = front, 180 = back) looking at the head from 430 mm."""
+def views(size=512, yaws=YAWS):
+    """Cameras at ``yaws`` (degrees; 0 = front, 180 = back) looking at the head from 430 mm."""
     out = []
-    for yaw in YAWS:
+    for yaw in yaws:
         out.append(Camera(rotvec=jnp.array([0.0, np.deg2rad(yaw), 0.0]), translation=jnp.array([0.0, 25.0, -430.0]),
                           log_fs=jnp.asarray(0.0), focal=jnp.asarray(float(size)),
                           principal=jnp.array([size / 2, size / 2])))
     return out
+
+
+def render_views(avatar, yaws=YAWS, size=512) -> list[np.ndarray]:
+    """``[size, size, 3]`` uint8 renders of the exported (capped) avatar at ``yaws``."""
+    tiles = []
+    for camera in views(size, yaws):
+        img = render_mesh(avatar.vertices, avatar.mesh.triangles, camera, (size, size),
+                          texture=jnp.asarray(avatar.texture, jnp.float32) / 255.0,
+                          uvs=avatar.mesh.uvs, triangle_uvs=avatar.mesh.triangle_uvs,
+                          ambient=0.55)  # the texture is de-lit (texture.delight): light it anew
+        tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
+    return tiles
+
+
+def _photo_tile(image, size=512):
+    return cv2.resize(image, (int(size * image.shape[1] / image.shape[0]), size))
+
+
+def _stack_rows(rows):
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, 0)
+
+
+def _write(path: Path, rgb) -> None:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    print(f"wrote {path}")
+
+
+def _fitted(model, name):
+    image = load_image(REPO / "examples" / name)
+    faces = pipeline.detect(image)
+    return image, faces, pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
+
+
+def before_after(model, out: Path, texture_size: int) -> None:
+    """docs/avatars_before_after.png: per example a "before" and an "after" row."""
+    rows = []
+    for name in PHOTOS:
+        image, faces, res = _fitted(model, name)
+        for label, hair, delight in (("before: skin scalp, photo lighting", False, False),
+                                     ("after: hair fill, de-lit", True, True)):
+            avatar = pipeline.texture_avatar(image, res, model=model, texture_size=texture_size, hair=hair,
+                                            delight=delight, landmarks478=faces[0].landmarks478)
+            row = np.concatenate([_photo_tile(image)] + render_views(avatar, BEFORE_AFTER_YAWS), axis=1)
+            cv2.putText(row, label, (row.shape[1] - 1000, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (0, 0, 0), 2,
+                        cv2.LINE_AA)
+            rows.append(row)
+    _write(out / "avatars_before_after.png", _stack_rows(rows))
 
 
 def main(argv=None):
@@ -42,35 +98,22 @@ def main(argv=None):
     ap.add_argument("--out", default=str(REPO / "docs"))
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--no-hair", action="store_true", help="the skin fill on the scalp (before/after)")
+    ap.add_argument("--before-after", action="store_true", help="only docs/avatars_before_after.png")
     args = ap.parse_args(argv)
     model = load_head_model()
+    if args.before_after:
+        return before_after(model, Path(args.out), args.texture_size)
     rows, atlases = [], []
     for name in PHOTOS:
-        image = load_image(REPO / "examples" / name)
-        faces = pipeline.detect(image)
-        res = pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
+        image, faces, res = _fitted(model, name)
         # What reconstruct exports: the capped mesh (eye and mouth openings closed).
         avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size,
                                         hair=not args.no_hair, landmarks478=faces[0].landmarks478)
-        verts, texture, capped = avatar.vertices, avatar.texture, avatar.mesh
-        atlases.append(cv2.resize(texture, (512, 512), interpolation=cv2.INTER_AREA))
-        # Render the fitted shape in a neutral pose (the fitted expression is kept).
-        tiles = [cv2.resize(image, (int(512 * image.shape[1] / image.shape[0]), 512))]
-        for camera in views():
-            img = render_mesh(verts, capped.triangles, camera, (512, 512),
-                              texture=jnp.asarray(texture, jnp.float32) / 255.0,
-                              uvs=capped.uvs, triangle_uvs=capped.triangle_uvs,
-                              ambient=0.55)  # the texture is de-lit (texture.delight): light it anew
-            tiles.append((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
-        rows.append(np.concatenate(tiles, axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    path = Path(args.out) / "avatars.png"
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
-    print(f"wrote {path}")
-    atlas = Path(args.out) / "texture_atlas.png"  # the baked UV textures (caps: top islands)
-    cv2.imwrite(str(atlas), cv2.cvtColor(np.concatenate(atlases, 1), cv2.COLOR_RGB2BGR))
-    print(f"wrote {atlas}")
+        atlases.append(cv2.resize(avatar.texture, (512, 512), interpolation=cv2.INTER_AREA))
+        rows.append(np.concatenate([_photo_tile(image)] + render_views(avatar), axis=1))
+    _write(Path(args.out) / "avatars.png", _stack_rows(rows))
+    # the baked UV textures (caps: top islands)
+    _write(Path(args.out) / "texture_atlas.png", np.concatenate(atlases, 1))
 
 
 if __name__ == "__main__":
