@@ -27,7 +27,7 @@ _FIT_SCRIPT = textwrap.dedent("""
     assert len(jax.devices()) == 8, jax.devices()
     model = load_head_model()
     out = {}
-    for b in (32, 13):  # 13: the slices are padded, 2 per device
+    for b in (20,):  # 20 over 8 devices: slices of 3, padded to 4 (one compile per shape)
         batch = synthetic.numpy(synthetic.sample(model, jax.random.PRNGKey(b), b, noise_px=0.0))
         one = fit(batch.landmarks, batch.image_sizes, model=model)
         eight = fit(batch.landmarks, batch.image_sizes, model=model, devices=jax.devices())
@@ -58,7 +58,7 @@ def test_fit_sharded_over_eight_host_devices_equals_one_device():
                 {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "NPROC": "16"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
-    for b in ("32", "13"):
+    for b in ("20",):
         assert out[b]["ok"] == int(b), out[b]
         assert out[b]["same_status"], out[b]
         assert out[b]["vertex_mm"] < 1e-2, out[b]  # float rounding only: noise-free, well-posed fits
