@@ -58,7 +58,7 @@ from avatar_jax.model.head import ALIGNMENT_LANDMARKS, HeadModel, landmarks as m
 DISTANCES = (80.0, 90.0, 100.0, 110.0)
 NOISE_LEVELS = (0.0, 1.0, 2.0, 4.0)
 METHODS = ("landmark-only", "full energy", "mean identity", "eos-py")
-SKIPPED_METHODS = {"regressor + full energy": "not run by avatar-jax eval: the regressor reads the photo; the "
+SKIPPED_METHODS = {"regressor + full energy": "the regressor reads the photo; the "
                                               "rendered suite's heads with each shape source are scored by "
                                               "experiments/shape_sources.py (docs/regress.md)"}
 
