@@ -7,7 +7,7 @@ in such a call, nothing is left to run the tasks and the process hangs for good 
 all workers in ``ParallelBatchMap`` -> ``BlockingCounter::Wait``; docs/batch.md). The pool has
 one thread per core unless ``NPROC`` says otherwise, so sharding over more CPU devices than that
 needs a larger pool: :func:`use_host_devices` sets both before JAX starts, and
-:func:`check_devices` refuses a CPU mesh the pool cannot serve instead of hanging.
+:func:`check_devices` refuses (``ValueError``) a CPU mesh the pool cannot serve instead of hanging.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def check_devices(devices: Sequence) -> tuple:
     if len(platforms) != 1:
         raise ValueError(f"devices: one platform per mesh, got {sorted(platforms)}")
     if platforms == {"cpu"} and len(devices) > 1 and _pool_size() <= len(devices):
-        raise RuntimeError(
+        raise ValueError(  # a setting to change, like any other bad argument
             f"sharding over {len(devices)} CPU devices needs XLA's CPU thread pool to have more than "
             f"{len(devices)} threads (it has {_pool_size()}), or LAPACK calls deadlock: set NPROC="
             f"{_POOL_PER_DEVICE * len(devices)} before JAX starts, or call "

@@ -66,6 +66,9 @@ def _run(model, images, truth, sources, label) -> dict:
     from avatar_jax.evaluate.synthetic import armse_against_truth
     from avatar_jax.fit import FitConfig, fit
     from avatar_jax.landmarks.api import detect_faces
+    from avatar_jax.pipeline import head_landmark_set
+
+    landmark_set = head_landmark_set(model, "calibrated")  # the detected points as reconstruct fits them
 
     num = len(images)
     faces = [detect_faces(img, max_faces=1) for img in images]
@@ -76,7 +79,7 @@ def _run(model, images, truth, sources, label) -> dict:
     for name, source in sources.items():
         config = FitConfig(fit_identity=False) if source == "mean" else FitConfig()
         base = None if source in (None, "mean") else np.concatenate([source(images[i], faces[i]) for i in idx])
-        verts = np.asarray(fit(lm, sizes, base, config, model=model).vertices)
+        verts = np.asarray(fit(lm, sizes, base, config, model=model, landmark_set=landmark_set).vertices)
         scores = np.array([armse_against_truth(model, verts[j], truth[i], distances=(110.0,)).armse[0]
                            for j, i in enumerate(idx)])
         result[name] = {"armse_mean": float(np.nanmean(scores)), "armse_std": float(np.nanstd(scores)),

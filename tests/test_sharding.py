@@ -42,7 +42,7 @@ _FIT_SCRIPT = textwrap.dedent("""
     try:
         fit(batch.landmarks, batch.image_sizes, model=model, devices=jax.devices())
         out["refused"] = None
-    except RuntimeError as err:
+    except ValueError as err:
         out["refused"] = str(err)
     print("RESULT" + json.dumps(out))
 """)

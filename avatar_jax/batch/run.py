@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from avatar_jax import pipeline
+from avatar_jax._devices import check_devices
 from avatar_jax.batch import store as st
 from avatar_jax.batch.inputs import NUM_LANDMARKS, Item, read_landmarks
 from avatar_jax.fit import FitConfig, FitResult, fit
@@ -113,7 +114,7 @@ class BatchConfig:
         local = jax.local_devices()
         if self.devices is not None and self.devices > len(local):
             raise ValueError(f"devices: {self.devices} requested, this process has {len(local)} local devices")
-        return tuple(local[:self.devices] if self.devices is not None else local)
+        return check_devices(local[:self.devices] if self.devices is not None else local)
 
     def _regressor_digest(self) -> str | None:
         """The sha256 of the regressor file in use (a resume must use the same weights)."""
