@@ -65,6 +65,16 @@ def _auc(same: np.ndarray, diff: np.ndarray) -> float:
     return float(np.mean((s < d) + 0.5 * (s == d)))
 
 
+def verification_summary(label: str, same, diff, width: int = 36) -> dict:
+    """Mean same- and different-person distances and the AUC of two lists of distances (printed)."""
+    same, diff = np.array(same), np.array(diff)
+    out = {"same_pairs": len(same), "different_pairs": len(diff), "same_mm": float(same.mean()),
+           "different_mm": float(diff.mean()), "auc": _auc(same, diff)}
+    print(f"{label:<{width}} same {same.mean():.2f} mm ({len(same)})  different {diff.mean():.2f} mm ({len(diff)})  "
+          f"AUC {out['auc']:.3f}")
+    return out
+
+
 def main(argv=None) -> None:
     from avatar_jax import pipeline
     from avatar_jax.model import load_head_model
@@ -92,11 +102,7 @@ def main(argv=None) -> None:
         for (i, (_, a, _, _)), (j, (_, b, _, _)) in itertools.combinations(enumerate(faces), 2):
             dist = _rigid_rms(shapes[i], shapes[j])
             (same if a is not None and a == b else diff).append(dist)
-        same, diff = np.array(same), np.array(diff)
-        result[name] = {"same_pairs": len(same), "different_pairs": len(diff), "same_mm": float(same.mean()),
-                        "different_mm": float(diff.mean()), "auc": _auc(same, diff)}
-        print(f"{name:<36} same {same.mean():.2f} mm ({len(same)})  different {diff.mean():.2f} mm ({len(diff)})  "
-              f"AUC {result[name]['auc']:.3f}")
+        result[name] = verification_summary(name, same, diff)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "identity_auc.json").write_text(json.dumps(result, indent=1) + "\n")
 

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from identity_auc import REPO, _auc, _faces, _neutral, _rigid_rms
+from identity_auc import REPO, _faces, _neutral, _rigid_rms, verification_summary
 
 
 def _halves(members: list[int]):
@@ -95,11 +95,7 @@ def main(argv=None) -> None:
               "people_with_several_photos": {p: len(m) for p, m in people.items() if len(m) > 1},
               "photos_used_of_requested": used_counts}
     for mode, same, diff in (("single photo", same_single, diff_single), ("joint halves", same_joint, diff_joint)):
-        same, diff = np.array(same), np.array(diff)
-        result[mode] = {"same_pairs": len(same), "different_pairs": len(diff), "same_mm": float(same.mean()),
-                        "different_mm": float(diff.mean()), "auc": _auc(same, diff)}
-        print(f"{mode:<14} same {same.mean():.2f} mm ({len(same)})  different {diff.mean():.2f} mm ({len(diff)})  "
-              f"AUC {result[mode]['auc']:.3f}")
+        result[mode] = verification_summary(mode, same, diff, width=14)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "joint_identity.json").write_text(json.dumps(result, indent=1) + "\n")
 
