@@ -350,7 +350,8 @@ def fit(landmarks, image_sizes, base_shape=None, config: FitConfig = FitConfig()
               np.concatenate([image_sizes, np.repeat(sizes_fill, padded - b, 0)]), pad(np.ascontiguousarray(base), 0.0))
     with single_blas_thread(), jax.default_matmul_precision("highest"):
         if shards == 1:
-            out = _fit_jit(ops, model, config, chunk, *arrays)
+            with jax.default_device(None if devices is None else devices[0]):
+                out = _fit_jit(ops, model, config, chunk, *arrays)
         else:
             mesh = Mesh(np.asarray(devices), ("batch",))
             arrays = [jax.device_put(a, NamedSharding(mesh, P("batch"))) for a in arrays]
