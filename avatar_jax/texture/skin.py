@@ -34,6 +34,12 @@ class SkinStats:
         xp = jnp if isinstance(self.y, jax.Array) else np
         return xp.stack([xp.asarray(v) for v in dataclasses.astuple(self)])
 
+    def rgb(self) -> np.ndarray:
+        """``[3]`` RGB in [0, 1] of the median colour (the inverse of :func:`ycrcb`)."""
+        y, cr, cb = (float(v) for v in (self.y, self.cr, self.cb))
+        r, b = y + cr / 0.713, y + cb / 0.564
+        return np.clip([r, (y - 0.299 * r - 0.114 * b) / 0.587, b], 0.0, 1.0)
+
     @classmethod
     def from_array(cls, a) -> SkinStats:
         """Inverse of :meth:`as_array`."""
