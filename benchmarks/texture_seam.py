@@ -14,6 +14,10 @@ half-resolution grid:
 * **Collar**: the neck texels (10-60 mm below the chin, front half) against two references: the
   skin (the bake's face-core median) and the clothing (median photo colour below the jaw that
   fails the skin test). Mean Delta E to each, and the share of neck texels closer to the clothing.
+* **Face sides**: the texels of the cheeks, jaw and ears (below the eyes, above 10 mm under the
+  chin, more than 35 mm off the midline, within 100 degrees of the front): the share whose colour
+  is more than :data:`FOREIGN_DE` from the skin's, i.e. hair, background or shadow smeared onto
+  them where the fitted silhouette overlaps them in the photo.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("examples/tom_cruise.jpg", "examples/obama.jpg")
 BOX_RADIUS = 4
+FOREIGN_DE = 25.0
 
 
 def lab(rgb) -> np.ndarray:
@@ -115,6 +120,24 @@ def collar_check(texture, verts, model, plan, skin, clothing) -> dict:
                 skin_to_clothing=float(np.linalg.norm(lab(skin) - lab(clothing))))
 
 
+def side_check(texture, verts, model, plan, skin) -> dict:
+    """Share of the face-side texels (cheeks, jaw, ears) farther than FOREIGN_DE from the skin."""
+    from avatar_jax.model.head import landmarks
+
+    p = _texel_points(model, plan, verts)
+    lms = np.asarray(landmarks(model, jnp.asarray(verts, jnp.float32)))
+    v = np.asarray(verts)
+    band = np.abs(v[:, 1] - lms[17:27, 1].mean()) < 10.0
+    z_mid = 0.5 * (v[band, 2].min() + v[band, 2].max())
+    azimuth = np.degrees(np.arctan2(np.abs(p[..., 0]), p[..., 2] - z_mid))
+    side = (np.asarray(plan.uv_low.inside) & (p[..., 1] < lms[36:48, 1].mean()) & (p[..., 1] > lms[8, 1] - 10)
+            & (np.abs(p[..., 0]) > 35) & (azimuth < 100))
+    low = plan.uv_low.size
+    t = lab(cv2.resize(texture, (low, low), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)[side]
+    far = np.linalg.norm(t - lab(skin), axis=-1) > FOREIGN_DE
+    return dict(texels=int(side.sum()), foreign=float(far.mean()))
+
+
 def check_photo(path, model, capped, plan, size) -> dict:
     """Bake one photo and run both checks."""
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -127,8 +150,10 @@ def check_photo(path, model, capped, plan, size) -> dict:
     tex = bake_texture(image, verts, camera, capped, size, plan=plan, diagnostics=diag)
     seam, detail, n = seam_steps(tex, diag["alpha"], np.asarray(plan.uv_low.inside))
     clothing = clothing_colour(image, verts, camera, capped, diag["skin_stats"])
+    skin = np.asarray(diag["skin"])
     return dict(seam=seam, detail=detail, boundary=n, clothing=clothing,
-                collar=collar_check(tex, verts, capped, plan, np.asarray(diag["skin"]), clothing))
+                collar=collar_check(tex, verts, capped, plan, skin, clothing),
+                sides=side_check(tex, verts, capped, plan, skin))
 
 
 def main(argv=None) -> None:
@@ -150,7 +175,9 @@ def main(argv=None) -> None:
         print(f"{Path(p).name}: seam step dE {r['seam']:.2f} over {r['boundary']} boundary texels "
               f"(detail step {r['detail']:.2f}); neck ({c['texels']} texels) dE to skin {c['to_skin']:.1f}, "
               f"to clothing {np.round(r['clothing'], 2)} {c['to_clothing']:.1f} (skin-clothing "
-              f"{c['skin_to_clothing']:.1f}), closer to clothing {100 * c['closer_to_clothing']:.1f} %")
+              f"{c['skin_to_clothing']:.1f}), closer to clothing {100 * c['closer_to_clothing']:.1f} %; "
+              f"face sides ({r['sides']['texels']} texels) over dE {FOREIGN_DE:.0f} from skin "
+              f"{100 * r['sides']['foreign']:.1f} %")
 
 
 if __name__ == "__main__":

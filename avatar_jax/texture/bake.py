@@ -8,10 +8,12 @@ and only the photo's own detail is sampled at the full size ``S``:
    grazing angle). The photo is padded to a multiple of :data:`PAD_TO` pixels, so photos of
    similar sizes share one compilation.
 2. **Foreground restriction**: the photo is only trusted on the head. Texels below the
-   chin (:data:`NECK_RAMP_MM`) fade out, and texels below the nose tip must also look like the
+   chin (:data:`NECK_RAMP_MM`) fade out, and texels below the eyes must also look like the
    person's skin: a chroma/luminance test (YCrCb) against robust statistics (median, MAD) of the
    well-seen face core within :data:`CORE_RADIUS_MM` of the nose tip. Clothing, the tie,
-   the collar and the background behind the jaw and neck fail it. Hair on the scalp is kept;
+   the collar, the background behind the jaw and neck, and the hair and background that the
+   fitted silhouette overlaps beside the cheeks and ears fail it. Hair on the scalp, the
+   forehead and the temples is kept;
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
    (``BakePlan.skin_exempt``) are not tested.
    **Lighting removal** (:mod:`avatar_jax.texture.delight`, ``delight=True``): an SH light is
@@ -177,14 +179,14 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     corners = model.triangles[tri]  # [L, L, 3]
     bary = uv.bary()
 
-    # Region prior per vertex: the chin (landmark 8), the nose tip and the mouth centre (inner
-    # lip midpoints 62, 66) set the levels.
+    # Region prior per vertex: the chin (landmark 8), the eyes (36-47), the nose tip and the
+    # mouth centre (inner lip midpoints 62, 66) set the levels.
     lms = landmarks(model, verts)
     y = verts[:, 1]
     lo, hi = NECK_RAMP_MM
     neck = smoothstep((y - (lms[8, 1] - hi)) / (hi - lo))
     mouth = 0.5 * (lms[62] + lms[66])
-    lower = ((y < verts[model.nose_tip, 1]) & ~exempt &
+    lower = ((y < jnp.mean(lms[36:48, 1])) & ~exempt &
              (jnp.linalg.norm(verts - mouth, axis=-1) > MOUTH_EXEMPT_MM)).astype(jnp.float32)
     core = (jnp.linalg.norm(verts - verts[model.nose_tip], axis=-1) < CORE_RADIUS_MM)
     core = (core & model.face_mask).astype(jnp.float32)
