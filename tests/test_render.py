@@ -120,3 +120,25 @@ def test_uv_layout_covers_quad_and_reproduces_uv():
     assert 16 * 16 + 4 * 16 * 2 < (tri_g >= 0).sum() < 20 * 20
     assert (tri_g[6:26, 8:24] >= 0).all() and (tri_g[8:24, 6:26] >= 0).all()
     np.testing.assert_array_equal(tri_g[covered], tri_id[covered])
+
+
+def test_render_mesh_close_up_drops_no_triangles():
+    # A fan of thin triangles filling the frame: their bounding boxes need many more tiles than
+    # the default budget; the preview sizes its budget from the real demand, so no pixel is lost.
+    from avatar_jax.geometry.camera import Camera
+    from avatar_jax.render.preview import render_mesh
+    from avatar_jax.render.raster import default_max_chunks
+
+    n = 64
+    angle = np.linspace(0, 2 * np.pi, n, endpoint=False) + 0.1  # no edge through pixel centres
+    rim = np.stack([np.cos(angle), np.sin(angle), np.zeros(n)], -1) * 400.0
+    verts = np.concatenate([np.zeros((1, 3)), rim]).astype(np.float32)
+    faces = np.array([[0, 1 + i, 1 + (i + 1) % n] for i in range(n)], np.int32)
+    size = 64
+    camera = Camera(rotvec=jnp.zeros(3), translation=jnp.array([0.0, 0.0, -100.0]), log_fs=jnp.asarray(0.0),
+                    focal=jnp.asarray(float(size)), principal=jnp.array([size / 2, size / 2]))
+    img = np.asarray(render_mesh(verts, faces, camera, (size, size), light=None, background=(1.0, 0.0, 0.0)))
+    assert np.all(img[..., 1] > 0.5), "background showed through"
+    starved = np.asarray(render_mesh(verts, faces, camera, (size, size), light=None, background=(1.0, 0.0, 0.0),
+                                     max_chunks=default_max_chunks(size, size, len(faces))))
+    assert np.any(starved[..., 1] < 0.5)  # the default budget alone would have dropped triangles

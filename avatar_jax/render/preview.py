@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from avatar_jax.geometry.camera import Camera, project_view, transform
 from avatar_jax.geometry.mesh import vertex_normals
 from avatar_jax.geometry.uv import uv_to_texel
-from avatar_jax.render.raster import default_max_chunks, rasterize
+from avatar_jax.render.raster import chunk_demand, default_max_chunks, rasterize
 from avatar_jax.render.sample import bilinear_sample
 
 DEFAULT_LIGHT = (0.3, 0.4, 1.0)
@@ -61,8 +61,9 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
       light: direction towards the light in view space (x right, y up, z towards the
         viewer); Lambert shading with ``ambient``; None = unlit (pure albedo).
       background: colour of uncovered pixels.
-      max_chunks: the rasteriser's tile budget (static; None: :func:`default_max_chunks`, which a
-        close-up of a big mesh can exceed: pass a measured :func:`chunk_demand` then).
+      max_chunks: the rasteriser's tile budget (static). None: :func:`default_max_chunks`, or the
+        power of two above the mesh's measured :func:`chunk_demand` where a close-up needs more
+        (one host sync), so no triangle is dropped.
 
     Hard (non-anti-aliased) edges; the texture is sampled bilinearly without mip-mapping.
     """
@@ -72,8 +73,17 @@ def render_mesh(verts: jax.Array, triangles: jax.Array, camera: Camera,
     tex = None if texture is None else jnp.asarray(texture, jnp.float32)
     light_arr = None if light is None else jnp.asarray(light, jnp.float32)
     triangles = jnp.asarray(triangles, jnp.int32)
-    return _render(jnp.asarray(verts, jnp.float32), triangles, camera, (h, w), tex,
+    verts = jnp.asarray(verts, jnp.float32)
+    return _render(verts, triangles, camera, (h, w), tex,
                    None if uvs is None else jnp.asarray(uvs, jnp.float32),
                    None if triangle_uvs is None else jnp.asarray(triangle_uvs, jnp.int32),
                    light_arr, jnp.asarray(background, jnp.float32), ambient,
-                   max_chunks or default_max_chunks(h, w, triangles.shape[0]))
+                   max_chunks or _tile_budget(verts, triangles, camera, h, w))
+
+
+def _tile_budget(verts, triangles, camera, h: int, w: int) -> int:
+    """:func:`default_max_chunks`, or a power of two above the real demand where that is more."""
+    budget = default_max_chunks(h, w, triangles.shape[0])
+    view = transform(camera, verts)
+    demand = int(chunk_demand(jnp.concatenate([project_view(camera, view), -view[:, 2:3]], -1), triangles, h, w))
+    return budget if demand <= budget else 1 << (demand - 1).bit_length()
