@@ -197,7 +197,7 @@ def texture_avatar(image: np.ndarray, result: FitResult, *, model: HeadModel | N
         texture = eyes.paint_eye_caps(texture, info["pos"], loop_map, rims, eyes.observe_eyes(image, landmarks478))
         loop = mouth.mouth_loop(vertices, caps.loops, int(capped.nose_tip))
         if mouth_interior and loop is not None:
-            texture = mouth.paint_mouth_cap(texture, info["pos"], info["alpha"], loop_map, loop,
+            texture = mouth.paint_mouth_cap(texture, image, info["pos"], info["gain"], loop_map, loop,
                                             mouth.observe_mouth(image, landmarks478))
     timings = {"texture_project_s": info["timings"]["project"],
                "texture_complete_s": info["timings"]["fill"] + info["timings"]["compose"],

@@ -8,8 +8,8 @@ for the mouth cap's texels of the baked texture (bake only) and of the painted o
 * the share of texels that look like lit skin (pass the face's skin test and are at least half as
   bright as the face skin): lip skin or the skin fill that an opened mouth would show inside,
 * their mean luminance relative to the face skin's,
-* the share the photo shows inside its mouth opening (where the painted cap keeps the bake), and
-  the largest change there (0: the photo's teeth are kept as baked),
+* the share whose photo position lies inside the photo's mouth opening (there the painted cap
+  shows the photo: teeth, tongue) and their mean luminance relative to the skin's,
 * the time the painting takes (warm, median of 5).
 """
 
@@ -52,12 +52,11 @@ def mouth_case(path, model, size: int) -> dict:
     times = []
     for _ in range(5):
         t = time.perf_counter()
-        painted = mouth.paint_mouth_cap(baked, diag["pos"], diag["alpha"], loop_map, loop, seen)
+        painted = mouth.paint_mouth_cap(baked, image, diag["pos"], diag["gain"], loop_map, loop, seen)
         times.append(time.perf_counter() - t)
     cap = cv2.resize((loop_map == loop).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
     pos = cv2.resize(diag["pos"], (size, size), interpolation=cv2.INTER_LINEAR)
-    alpha = cv2.resize(diag["alpha"], (size, size), interpolation=cv2.INTER_LINEAR)
-    inside = cap & (mouth.opening_weight(pos, seen) * alpha >= 1.0)
+    inside = cap & (mouth.opening_weight(pos, seen) >= 1.0)
     skin_y = float(np.asarray(diag["skin"]) @ LUMA)
     rows = {}
     for name, tex in (("bake", baked), ("painted", painted)):
@@ -65,9 +64,10 @@ def mouth_case(path, model, size: int) -> dict:
         y = (px @ LUMA) / max(skin_y, 1e-3)
         rows[name] = dict(skin_like=float(np.mean((skin_probability(px, diag["skin_stats"]) > 0.5) & (y > 0.5))),
                           luma=float(y.mean()))
-    change = np.abs(painted[inside].astype(int) - baked[inside].astype(int)).max() if inside.any() else 0
+    teeth = painted[inside].astype(np.float32) / 255.0 @ LUMA
+    inside_y = float(teeth.mean() / max(skin_y, 1e-3)) if inside.any() else 0.0
     return dict(texels=int(cap.sum()), open=seen.open, inside=float(inside.sum() / max(cap.sum(), 1)),
-                inside_change=int(change), seconds=float(np.median(times)), **rows)
+                inside_luma=inside_y, seconds=float(np.median(times)), **rows)
 
 
 def main(argv=None) -> None:
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     for p in args.photos:
         r = mouth_case(p, model, args.size)
         print(f"{Path(p).name}: mouth cap {r['texels']} texels, photo mouth open {r['open']}, "
-              f"{100 * r['inside']:.0f} % inside the photo's opening (largest change there {r['inside_change']}); "
+              f"{100 * r['inside']:.0f} % inside the photo's opening (luminance / skin there {r['inside_luma']:.2f}); "
               f"lit-skin-like {100 * r['bake']['skin_like']:.0f} % -> {100 * r['painted']['skin_like']:.0f} %, "
               f"luminance / skin {r['bake']['luma']:.2f} -> {r['painted']['luma']:.2f}; "
               f"painting {1000 * r['seconds']:.1f} ms", flush=True)

@@ -132,8 +132,7 @@ def mouth_pictures(model, out: Path, texture_size: int, size=360) -> None:
             for pose, changes in MOUTH_POSES:
                 img = render_mesh(_posed(avatar, changes), avatar.mesh.triangles, _mouth_view(size), (size, size),
                                   texture=jnp.asarray(avatar.texture, jnp.float32) / 255.0, uvs=avatar.mesh.uvs,
-                                  triangle_uvs=avatar.mesh.triangle_uvs, ambient=0.55,
-                                  max_chunks=1 << 19)  # a close-up needs more tiles than the default
+                                  triangle_uvs=avatar.mesh.triangle_uvs, ambient=0.55)
                 tile = (np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8)
                 cv2.putText(tile, f"{label}, {pose}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
                             cv2.LINE_AA)

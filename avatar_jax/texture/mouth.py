@@ -8,7 +8,7 @@ skin-coloured streaks inside its mouth.
 
 :func:`paint_mouth_cap` repaints the cap's texels after the bake, from each texel's photo
 position (the bake's projection): inside the photo's mouth opening (MediaPipe's inner-lip
-contour) the bake's colour, i.e. the photo (teeth, tongue, its own dark interior), elsewhere a cavity that runs
+contour) the photo (teeth, tongue, its own dark interior), elsewhere a cavity that runs
 from the lips' colour, darkened, at the rim to near black at the cap's centre, with a soft edge
 between the two. The cap follows its rim in every morph target, so the cavity opens and closes
 with the lips. What it cannot do: teeth are painted on the cap, so a wide-open jaw stretches the
@@ -96,25 +96,30 @@ def opening_weight(px: np.ndarray, mouth: MouthObservation) -> np.ndarray:
     return np.clip(d.ravel()[:n] / FEATHER_PX, 0.0, 1.0).reshape(px.shape[:-1])
 
 
-def paint_mouth_cap(texture: np.ndarray, texel_px_low: np.ndarray, alpha_low: np.ndarray, loop_map: np.ndarray,
-                    loop: int, mouth: MouthObservation) -> np.ndarray:
+def paint_mouth_cap(texture: np.ndarray, image: np.ndarray, texel_px_low: np.ndarray, gain_low: np.ndarray,
+                    loop_map: np.ndarray, loop: int, mouth: MouthObservation) -> np.ndarray:
     """A copy of the baked ``texture`` ``[S, S, 3]`` uint8 with the mouth interior on the mouth
-    cap's texels: the bake's own colour (the photo) where the photo shows the texel inside its
-    mouth opening, the cavity elsewhere.
+    cap's texels: the photo inside its mouth opening, the cavity elsewhere.
+
+    Inside the photo's opening the texel takes the photo's colour at its position even where the
+    bake's depth test hides it: the fitted lips curl inwards over the cap, so the depth test hides
+    much of what the photo shows between the lips (the teeth), while the inner-lip contour is
+    measured on the photo itself.
 
     Args:
+      image: ``[H, W, 3]`` uint8 RGB, the photo the texture was baked from.
       texel_px_low: ``[L, L, 2]`` photo position of each half-resolution texel (the bake's
         projection, ``bake_texture(diagnostics=...)["pos"]``), ``L = ceil(S / 2)``.
-      alpha_low: ``[L, L]`` the bake's photo opacity (``diagnostics["alpha"]``): where it is low
-        the bake filled the texel (it is hidden in the photo) and the cavity replaces the fill.
+      gain_low: ``[L, L, 3]`` the bake's de-lighting gain (``diagnostics["gain"]``; ones when the
+        photo's light is kept), applied to the photo's colours as the bake does.
       loop_map: ``[L, L]`` :func:`~avatar_jax.texture.eyes.cap_loop_map`; ``loop`` the mouth's
         loop index in it (:func:`mouth_loop`).
       mouth: :func:`observe_mouth` of the same face.
     """
     size, low = texture.shape[0], loop_map.shape[0]
-    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2 or alpha_low.shape != (low, low):
+    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2 or gain_low.shape != (low, low, 3):
         raise ValueError(f"paint_mouth_cap: texel_px_low must be [{(size + 1) // 2}]*2 + [2] for a {size}² "
-                         f"texture, got {texel_px_low.shape}, alpha {alpha_low.shape} and a loop map of "
+                         f"texture, got {texel_px_low.shape}, gain {gain_low.shape} and a loop map of "
                          f"{loop_map.shape}")
     rows, cols = np.nonzero(loop_map == loop)
     if len(rows) == 0:
@@ -128,13 +133,17 @@ def paint_mouth_cap(texture: np.ndarray, texel_px_low: np.ndarray, alpha_low: np
     c0, c1 = 2 * cols.min(), min(2 * cols.max() + 2, size)
     gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
     gx, gy = (gx + 0.5) / 2 - 0.5, (gy + 0.5) / 2 - 0.5  # full-size texel centres, half-resolution units
-    px = cv2.remap(texel_px_low.astype(np.float32), gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mine = cv2.remap((loop_map == loop).astype(np.uint8), gx, gy, cv2.INTER_NEAREST) > 0
-    depth = cv2.remap(edge_dist, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def up(a, mode=cv2.INTER_LINEAR):
+        return cv2.remap(np.ascontiguousarray(a), gx, gy, mode, borderMode=cv2.BORDER_REPLICATE)
+
+    px = up(texel_px_low.astype(np.float32))
+    mine = up((loop_map == loop).astype(np.uint8), cv2.INTER_NEAREST) > 0
+    photo = cv2.remap(image, px[..., 0], px[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    photo = photo.astype(np.float32) / 255.0 * up(gain_low.astype(np.float32))
+    w = opening_weight(px, mouth)[..., None]
+    colour = w * photo + (1.0 - w) * cavity_colour(up(edge_dist), mouth.lips_rgb)
     block = out[r0:r1, c0:c1]
-    seen = cv2.remap(alpha_low.astype(np.float32), gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    w = (opening_weight(px, mouth) * np.clip(seen, 0.0, 1.0))[..., None]
-    colour = w * (block.astype(np.float32) / 255.0) + (1.0 - w) * cavity_colour(depth, mouth.lips_rgb)
     block[mine] = np.clip(colour[mine] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
 
