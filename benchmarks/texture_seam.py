@@ -139,7 +139,7 @@ def side_check(texture, verts, model, plan, skin) -> dict:
 
 
 def check_photo(path, model, capped, plan, size) -> dict:
-    """Bake one photo and run both checks."""
+    """Bake one photo and run the three checks."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from hair_scalp import fit_photo
 
