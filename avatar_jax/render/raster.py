@@ -89,9 +89,16 @@ def _barycentric(tri: jax.Array, px: jax.Array, perspective_correct: bool):
         return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - \
                (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
 
+    def edge(a, b):  # cross(px, a, b), evaluated the same way whichever way round the edge is
+        swap = (a[..., 0] > b[..., 0]) | ((a[..., 0] == b[..., 0]) & (a[..., 1] > b[..., 1]))
+        lo, hi = jnp.where(swap[..., None], b, a), jnp.where(swap[..., None], a, b)
+        return jnp.where(swap, -1.0, 1.0) * cross(px, lo, hi)
+
     area = cross(p0, p1, p2)
     safe_area = jnp.where(jnp.abs(area) > _EPS_AREA, area, 1.0)
-    b = jnp.stack([cross(px, p1, p2), cross(p0, px, p2), cross(p0, p1, px)], -1)
+    # Two triangles sharing an edge get the same edge function up to its sign, bit for bit, so a
+    # pixel centre on the edge is never missed by both (watertight).
+    b = jnp.stack([edge(p1, p2), edge(p2, p0), edge(p0, p1)], -1)
     b = b / safe_area[..., None]
     z = tri[..., 2]
     if perspective_correct:
