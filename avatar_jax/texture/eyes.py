@@ -130,6 +130,51 @@ def cap_loop_map(model, caps, uv_low) -> np.ndarray:
     return np.where(tri_id >= 0, tri_loop[np.maximum(tri_id, 0)], -1).astype(np.int8)
 
 
+@dataclasses.dataclass(frozen=True)
+class CapBlock:
+    """The full-size texels of one cap: the bounding block of its half-resolution texels in a
+    ``[S, S]`` texture, each texel's centre in half-resolution coordinates (the bake's
+    upsampling) and which of the block's texels belong to the cap."""
+
+    rows: slice
+    cols: slice
+    gx: np.ndarray  # [h, w] float32
+    gy: np.ndarray  # [h, w] float32
+    mine: np.ndarray  # [h, w] bool
+
+    def up(self, low: np.ndarray, mode: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """A half-resolution map ``[L, L, ...]`` sampled at the block's full-size texels."""
+        return cv2.remap(np.ascontiguousarray(low), self.gx, self.gy, mode, borderMode=cv2.BORDER_REPLICATE)
+
+    def paint(self, texture: np.ndarray, colour: np.ndarray) -> None:
+        """Write ``colour`` ``[h, w, 3]`` RGB in [0, 1] into ``texture``'s cap texels, in place."""
+        block = texture[self.rows, self.cols]
+        block[self.mine] = np.clip(colour[self.mine] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def cap_block(loop_map: np.ndarray, loop: int, size: int) -> CapBlock | None:
+    """The :class:`CapBlock` of cap ``loop`` in :func:`cap_loop_map` ``loop_map`` ``[L, L]`` for an
+    ``[S, S]`` texture, ``S = size``; None when the cap has no texel."""
+    rows, cols = np.nonzero(loop_map == loop)
+    if len(rows) == 0:
+        return None
+    r0, r1 = 2 * rows.min(), min(2 * rows.max() + 2, size)
+    c0, c1 = 2 * cols.min(), min(2 * cols.max() + 2, size)
+    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    gx, gy = (gx + 0.5) / 2 - 0.5, (gy + 0.5) / 2 - 0.5
+    mine = cv2.remap((loop_map == loop).astype(np.uint8), gx, gy, cv2.INTER_NEAREST) > 0
+    return CapBlock(slice(r0, r1), slice(c0, c1), gx, gy, mine)
+
+
+def check_cap_inputs(name: str, texture: np.ndarray, texel_px_low: np.ndarray, loop_map: np.ndarray) -> None:
+    """ValueError naming ``name`` unless ``texel_px_low`` is ``[L, L, 2]`` and ``loop_map``
+    ``[L, L]`` for the ``[S, S, 3]`` ``texture``, ``L = ceil(S / 2)``."""
+    size, low = texture.shape[0], loop_map.shape[0]
+    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2:
+        raise ValueError(f"{name}: texel_px_low must be [{(size + 1) // 2}]*2 + [2] for a {size}² "
+                         f"texture, got {texel_px_low.shape} and a loop map of {loop_map.shape}")
+
+
 def paint_eye_caps(texture: np.ndarray, texel_px_low: np.ndarray, loop_map: np.ndarray,
                    rims_px: dict[int, np.ndarray], eyes: tuple[EyeObservation, ...]) -> np.ndarray:
     """A copy of ``texture`` ``[S, S, 3]`` uint8 with a clean eye on every eye-cap texel.
@@ -141,27 +186,16 @@ def paint_eye_caps(texture: np.ndarray, texel_px_low: np.ndarray, loop_map: np.n
       rims_px: loop index -> projected rim ``[n, 2]`` of the eye caps (:func:`eye_rims_px`).
       eyes: :func:`observe_eyes`; each cap gets the eye whose iris centre is nearest its rim.
     """
-    size, low = texture.shape[0], loop_map.shape[0]
-    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2:
-        raise ValueError(f"paint_eye_caps: texel_px_low must be [{(size + 1) // 2}]*2 + [2] for a {size}² "
-                         f"texture, got {texel_px_low.shape} and a loop map of {loop_map.shape}")
+    check_cap_inputs("paint_eye_caps", texture, texel_px_low, loop_map)
     out = texture.copy()
     for k, rim in rims_px.items():
         rim = np.asarray(rim, np.float32)
-        rows, cols = np.nonzero(loop_map == k)
-        if len(rows) == 0:
+        block = cap_block(loop_map, k, texture.shape[0])
+        if block is None:
             continue
         eye = min(eyes, key=lambda e: np.linalg.norm(e.centre - rim.mean(0)))
-        r0, r1 = 2 * rows.min(), min(2 * rows.max() + 2, size)
-        c0, c1 = 2 * cols.min(), min(2 * cols.max() + 2, size)
-        # Full-size texel centres in half-resolution coordinates (the bake's upsampling).
-        gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-        gx, gy = (gx + 0.5) / 2 - 0.5, (gy + 0.5) / 2 - 0.5
-        px = cv2.remap(texel_px_low.astype(np.float32), gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mine = cv2.remap((loop_map == k).astype(np.uint8), gx, gy, cv2.INTER_NEAREST) > 0
-        colour = eye_colour(px, eye, float(rim[:, 1].min()), float(rim[:, 1].max()))
-        block = out[r0:r1, c0:c1]
-        block[mine] = np.clip(colour[mine] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        px = block.up(texel_px_low.astype(np.float32))
+        block.paint(out, eye_colour(px, eye, float(rim[:, 1].min()), float(rim[:, 1].max())))
     return out
 
 

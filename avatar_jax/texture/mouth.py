@@ -22,6 +22,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from avatar_jax.texture.eyes import cap_block, check_cap_inputs
+
 # MediaPipe face mesh: inner lip contour (upper lip left to right, then the lower lip back) and
 # outer lip contour, in the same order.
 INNER_LIP_IDS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -116,35 +118,22 @@ def paint_mouth_cap(texture: np.ndarray, image: np.ndarray, texel_px_low: np.nda
         loop index in it (:func:`mouth_loop`).
       mouth: :func:`observe_mouth` of the same face.
     """
-    size, low = texture.shape[0], loop_map.shape[0]
-    if texel_px_low.shape != (low, low, 2) or low != (size + 1) // 2 or gain_low.shape != (low, low, 3):
-        raise ValueError(f"paint_mouth_cap: texel_px_low must be [{(size + 1) // 2}]*2 + [2] for a {size}² "
-                         f"texture, got {texel_px_low.shape}, gain {gain_low.shape} and a loop map of "
-                         f"{loop_map.shape}")
-    rows, cols = np.nonzero(loop_map == loop)
-    if len(rows) == 0:
+    check_cap_inputs("paint_mouth_cap", texture, texel_px_low, loop_map)
+    if gain_low.shape != loop_map.shape + (3,):
+        raise ValueError(f"paint_mouth_cap: gain_low must be {loop_map.shape + (3,)}, got {gain_low.shape}")
+    block = cap_block(loop_map, loop, texture.shape[0])
+    if block is None:
         return texture
     # rim-to-centre depth of each cap texel: its distance from the island's edge in the atlas
     cap = np.pad((loop_map == loop).astype(np.uint8), 1)
     edge_dist = cv2.distanceTransform(cap, cv2.DIST_L2, 3)[1:-1, 1:-1]
     edge_dist /= max(float(edge_dist.max()), 1e-6)
-    out = texture.copy()
-    r0, r1 = 2 * rows.min(), min(2 * rows.max() + 2, size)
-    c0, c1 = 2 * cols.min(), min(2 * cols.max() + 2, size)
-    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    gx, gy = (gx + 0.5) / 2 - 0.5, (gy + 0.5) / 2 - 0.5  # full-size texel centres, half-resolution units
-
-    def up(a, mode=cv2.INTER_LINEAR):
-        return cv2.remap(np.ascontiguousarray(a), gx, gy, mode, borderMode=cv2.BORDER_REPLICATE)
-
-    px = up(texel_px_low.astype(np.float32))
-    mine = up((loop_map == loop).astype(np.uint8), cv2.INTER_NEAREST) > 0
+    px = block.up(texel_px_low.astype(np.float32))
     photo = cv2.remap(image, px[..., 0], px[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    photo = photo.astype(np.float32) / 255.0 * up(gain_low.astype(np.float32))
+    photo = photo.astype(np.float32) / 255.0 * block.up(gain_low.astype(np.float32))
     w = opening_weight(px, mouth)[..., None]
-    colour = w * photo + (1.0 - w) * cavity_colour(up(edge_dist), mouth.lips_rgb)
-    block = out[r0:r1, c0:c1]
-    block[mine] = np.clip(colour[mine] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = texture.copy()
+    block.paint(out, w * photo + (1.0 - w) * cavity_colour(block.up(edge_dist), mouth.lips_rgb))
     return out
 
 
