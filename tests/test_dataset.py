@@ -93,6 +93,61 @@ def test_bad_configs_are_named():
         mk.make_shard(SMALL, 5)
 
 
+def test_an_old_manifest_without_the_newer_options_still_resumes(made):
+    out, _ = made
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["scene"]["background_photos"]  # as written before that option existed
+    path.write_text(json.dumps(manifest))
+    assert mk.make_dataset(SMALL, out, progress=False)["shards_skipped"] == 2
+
+
+def test_the_packaged_background_bank_is_face_free_and_licensed():
+    from avatar_jax.dataset import scenes as sc
+    from avatar_jax.landmarks import detect_faces
+
+    photos = sc.background_photos()
+    listed = json.loads((sc.PHOTO_BANK / "sources.json").read_text())["crops"]
+    assert len(photos) == len(listed) >= 20
+    assert all(entry["licence"] and entry["source"] for entry in listed)
+    assert sorted(p.name for p in sc.PHOTO_BANK.glob("*.jpg")) == sorted(e["file"] for e in listed)
+    assert not any(detect_faces(photo, small_faces=True) for photo in photos[::4])
+
+
+def test_photo_backgrounds_are_crops_of_the_given_photos(tmp_path):
+    from PIL import Image
+
+    from avatar_jax.dataset import scenes as sc
+
+    left_red = np.zeros((96, 160, 3), np.uint8)
+    left_red[:, :80, 0] = 255
+    left_red[:, 80:, 2] = 255
+    Image.fromarray(left_red).save(tmp_path / "halves.png")
+    backgrounds = sc.sample_backgrounds(np.random.default_rng(0), 8, 32, ("photo",), str(tmp_path))
+    again = sc.sample_backgrounds(np.random.default_rng(0), 8, 32, ("photo",), str(tmp_path))
+    np.testing.assert_array_equal(backgrounds, again)
+    assert backgrounds[..., 1].max() < 40  # only the photo's red and blue, tinted and blurred
+    red_share = (backgrounds[..., 0] > backgrounds[..., 2]).mean((1, 2))
+    assert np.ptp(red_share) > 0.2  # different crops (and mirrors) of the photo
+    with pytest.raises(ValueError, match="not a folder"):
+        SceneConfig(backgrounds=("plain", "photo"), background_photos=str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .jpg"):
+        SceneConfig(backgrounds=("photo",), background_photos=str(tmp_path / "empty"))
+
+
+def test_cli_renders_over_photo_backgrounds(tmp_path):
+    from avatar_jax.cli import main
+
+    args = ["make-dataset", "--out", str(tmp_path), "--n", "2", "--shard-size", "2", "--num-sources", "12",
+            "--num-skins", "2", "--image-size", "64", "--backgrounds", "photo", "--no-progress"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["scene"]["backgrounds"] == ["photo"]
+    corners = next(mk.iter_shards(tmp_path))["images"][:, :8, :8].reshape(2, -1, 3).astype(float)
+    assert corners.std(1).max() > 2  # a photo crop, not one plain colour
+
+
 def test_cli_makes_its_shard_of_the_dataset(tmp_path):
     from avatar_jax.cli import main
 

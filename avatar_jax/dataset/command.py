@@ -22,6 +22,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--skins", default="deid", choices=["deid", "photo"],
                    help="de-identified procedural skins (default) or textures baked from --skin-photos")
     p.add_argument("--skin-photos", nargs="+", default=(), help="face photos for --skins photo")
+    p.add_argument("--backgrounds", nargs="+", default=["plain", "noise"], choices=["plain", "noise", "photo"],
+                   help="background kinds drawn uniformly (default: plain noise; photo = crops of real photos)")
+    p.add_argument("--background-photos", default="",
+                   help="folder of face-free photos for --backgrounds photo (default: the packaged bank)")
     p.add_argument("--image-size", type=int, default=256, help="render side in pixels (default 256)")
     p.add_argument("--shard-size", type=int, default=256, help="images per shard (default 256)")
     p.add_argument("--num-sources", type=int, default=500, help="prior identities to blend (default 500)")
@@ -41,7 +45,8 @@ def run(args) -> int:
         config = DatasetConfig(n=args.n, shard_size=args.shard_size, aug=args.aug, skins=args.skins,
                                num_sources=args.num_sources, num_skins=args.num_skins, detect=args.detect,
                                skin_photos=tuple(str(p) for p in args.skin_photos),
-                               scene=SceneConfig(image_size=args.image_size), seed=args.seed)
+                               scene=SceneConfig(image_size=args.image_size, backgrounds=tuple(args.backgrounds),
+                                                 background_photos=args.background_photos), seed=args.seed)
         shards = _shards(args.shard, config.num_shards)
         summary = make_dataset(config, args.out, shards=shards, progress=not args.no_progress)
     except ValueError as err:

@@ -158,7 +158,8 @@ def make_shard(config: DatasetConfig, k: int, context: _Context | None = None) -
     camera = sc.sample_cameras(rng, n, config.scene)
     skin_ids, textures = _draw_skins(rng, n, config, ctx)
     lights = sc.sample_lights(rng, n)
-    backgrounds = sc.sample_backgrounds(rng, n, config.scene.image_size, config.scene.backgrounds)
+    backgrounds = sc.sample_backgrounds(rng, n, config.scene.image_size, config.scene.backgrounds,
+                                         config.scene.background_photos)
     images = _render(ctx, vertices, camera, textures, lights, backgrounds, config.scene.image_size)
     out = {"images": images, "shapes": shapes, "expression": expression, "vertices": vertices.astype(np.float32),
            **{f: np.asarray(getattr(camera, f)) for f in ("rotvec", "translation", "log_fs", "focal", "principal")},
@@ -225,8 +226,8 @@ def _check_manifest(out_dir: Path, config: DatasetConfig) -> None:
     path = out_dir / "manifest.json"
     wanted = json.loads(json.dumps(config.to_json()))
     if path.is_file():
-        found = json.loads(path.read_text())
-        if found.get("config") != wanted:
+        found = _with_defaults(json.loads(path.read_text()).get("config"))
+        if found != wanted:
             raise ValueError(f"make-dataset: {out_dir} holds a dataset made with another config "
                              f"(manifest.json); use a new folder or the same options")
         return
@@ -236,6 +237,18 @@ def _check_manifest(out_dir: Path, config: DatasetConfig) -> None:
                                "shards": [shard_path(out_dir, k).name for k in range(config.num_shards)]},
                               indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _with_defaults(found):
+    """A manifest's config with the fields added since it was written set to their defaults, so
+    that a dataset made before a new option existed still resumes."""
+    return _merge(json.loads(json.dumps(DatasetConfig().to_json())), found)
+
+
+def _merge(defaults, found):
+    if not isinstance(found, dict) or not isinstance(defaults, dict):
+        return found
+    return {**defaults, **{k: _merge(defaults.get(k), v) for k, v in found.items()}}
 
 
 def make_dataset(config: DatasetConfig, out_dir, *, shards=None, progress: bool = True) -> dict:

@@ -7,13 +7,18 @@ of a dataset is a pure function of its seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from avatar_jax.geometry import camera as cam
 
-BACKGROUNDS = ("plain", "noise")
+BACKGROUNDS = ("plain", "noise", "photo")
+DEFAULT_BACKGROUNDS = ("plain", "noise")
+PHOTO_BANK = Path(__file__).parent / "data" / "backgrounds"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +33,10 @@ class SceneConfig:
       shift_fraction: the frame centre's offset from the image centre (share of the side).
       expression_rate: share of images with a random expression (the rest neutral).
       expression_count, expression_max: how many expression shapes, and their largest weight.
-      backgrounds: kinds drawn uniformly (:data:`BACKGROUNDS`).
+      backgrounds: kinds drawn uniformly (:data:`BACKGROUNDS`): ``"plain"`` colours, ``"noise"``
+        (smooth clutter, :func:`clutter`) or ``"photo"`` (crops of ``background_photos``).
+      background_photos: folder of face-free photos for ``"photo"``; empty = the packaged bank
+        (:data:`PHOTO_BANK`, built by ``tools/build_background_bank.py``).
     """
 
     image_size: int = 256
@@ -41,7 +49,8 @@ class SceneConfig:
     expression_rate: float = 0.5
     expression_count: tuple[int, int] = (1, 4)
     expression_max: float = 0.8
-    backgrounds: tuple[str, ...] = BACKGROUNDS
+    backgrounds: tuple[str, ...] = DEFAULT_BACKGROUNDS
+    background_photos: str = ""
 
     def __post_init__(self):
         if self.image_size < 32:
@@ -50,6 +59,8 @@ class SceneConfig:
         if unknown or not self.backgrounds:
             raise ValueError(f"SceneConfig: backgrounds must be a non-empty subset of {BACKGROUNDS}, "
                              f"got {self.backgrounds}")
+        if "photo" in self.backgrounds:
+            background_photos(self.background_photos)  # fails now, not in the middle of a run
 
 
 # Put at the image centre (plus a shift): a point behind the nose bridge, so that the face stays in
@@ -121,14 +132,56 @@ def sample_lights(rng: np.random.Generator, n: int) -> LightSample:
                        rng.uniform(5.0, 40.0, n).astype(np.float32), direction.astype(np.float32))
 
 
-def sample_backgrounds(rng: np.random.Generator, n: int, size: int, kinds=BACKGROUNDS) -> np.ndarray:
-    """Backgrounds ``[n, S, S, 3]`` uint8: plain colours or smooth clutter (no face-like structure)."""
+def sample_backgrounds(rng: np.random.Generator, n: int, size: int, kinds=DEFAULT_BACKGROUNDS,
+                       photos: str = "") -> np.ndarray:
+    """Backgrounds ``[n, S, S, 3]`` uint8 of random ``kinds``: plain colours, smooth clutter (no
+    face-like structure) or crops of the photos in folder ``photos`` (empty: the packaged bank)."""
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         kind = kinds[rng.integers(len(kinds))]
-        image = rng.uniform(0.05, 0.95, 3) * np.ones((size, size, 3)) if kind == "plain" else clutter(rng, size)
+        if kind == "plain":
+            image = rng.uniform(0.05, 0.95, 3) * np.ones((size, size, 3))
+        elif kind == "noise":
+            image = clutter(rng, size)
+        else:
+            image = photo_background(rng, size, background_photos(photos))
         out[i] = np.round(np.clip(image, 0, 1) * 255)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def background_photos(folder: str = "") -> tuple[np.ndarray, ...]:
+    """The RGB uint8 photos of ``folder`` (empty: :data:`PHOTO_BANK`), sorted by file name.
+
+    Raises:
+      ValueError: the folder does not exist or holds no .jpg/.jpeg/.png file.
+    """
+    from avatar_jax.io.image import load_image
+
+    path = Path(folder) if folder else PHOTO_BANK
+    if not path.is_dir():
+        raise ValueError(f"background photos: {path} is not a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not files:
+        raise ValueError(f"background photos: no {'/'.join(PHOTO_SUFFIXES)} file in {path}")
+    return tuple(load_image(f) for f in files)
+
+
+def photo_background(rng: np.random.Generator, size: int, photos) -> np.ndarray:
+    """``[S, S, 3]`` float: a random square crop (half the photo's short side or more) of one of
+    ``photos``, maybe mirrored, defocused as behind a subject and tinted by a random exposure."""
+    photo = photos[rng.integers(len(photos))]
+    h, w = photo.shape[:2]
+    side = int(round(min(h, w) * rng.uniform(0.5, 1.0)))
+    y0, x0 = rng.integers(h - side + 1), rng.integers(w - side + 1)
+    crop = photo[y0:y0 + side, x0:x0 + side]
+    crop = crop[:, ::-1] if rng.uniform() < 0.5 else crop
+    shrink = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    image = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=shrink).astype(np.float32) / 255.0
+    sigma = rng.uniform(0.0, 2.5) * size / 256
+    if sigma > 0.3:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    return image * rng.uniform(0.7, 1.15) * (1.0 + rng.normal(0.0, 0.04, 3))
 
 
 def clutter(rng: np.random.Generator, size: int) -> np.ndarray:
