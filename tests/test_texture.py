@@ -272,3 +272,16 @@ def test_bake_keeps_face_colours_and_drops_clothing(capped):
         bake_texture(image.astype(np.float32), verts, cam, cm, SIZE, plan=plan)
     with pytest.raises(ValueError, match="verts"):
         bake_texture(image, verts[:10], cam, cm, SIZE, plan=plan)
+
+
+def test_neck_islands_cut_off_from_the_face_are_dropped():
+    from avatar_jax.texture.bake import drop_neck_islands
+
+    x, y = np.meshgrid(np.linspace(-80, 80, 64), np.linspace(40, -120, 64))
+    jaw = np.stack([np.linspace(-70, 70, 17), -75 + 0.02 * np.linspace(-70, 70, 17) ** 2], -1)  # chin at -75
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[(np.abs(x) < 50) & (y > -90) & (y < 20)] = 1.0  # the face, over the jaw onto the neck
+    alpha[(np.abs(x) < 20) & (y < -100) & (y > -115)] = 0.8  # a collar patch, not touching it
+    kept = drop_neck_islands(alpha, np.stack([x, y], -1), jaw)
+    np.testing.assert_array_equal(kept[y > -95], alpha[y > -95])
+    assert alpha[y < -100].sum() > 0 and kept[y < -100].sum() == 0

@@ -72,6 +72,7 @@ LIPS_MM = 18.0  # the light is fitted on face skin farther than this from the mo
 PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
 DEFAULT_SKIN = (0.78, 0.6, 0.5)
+ISLAND_ALPHA = 0.05  # foreground islands (drop_neck_islands) are connected above this opacity
 FILL_DECAY_EDGES = 6.0  # the fill correction decays over ~6 mesh edges (~4 cm)
 
 
@@ -245,6 +246,26 @@ def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
     return np.minimum(alpha, blurred)
 
 
+def drop_neck_islands(alpha: np.ndarray, texel_xy: np.ndarray, jaw_xy: np.ndarray) -> np.ndarray:
+    """``alpha`` ``[L, L]`` without its islands that lie wholly below the jaw line.
+
+    ``texel_xy`` ``[L, L, 2]``: the texels' model-frame x and height (mm); ``jaw_xy`` ``[17, 2]``:
+    the jaw landmarks' (iBUG 0-16, ear to ear through the chin). The neck the photo shows is
+    continuous with the face over the jaw; a patch of the neck that passed the skin test but is
+    cut off from the face is the shirt collar (light collars pass the colour test), and the
+    fill replaces it.
+    """
+    count, labels = cv2.connectedComponents((alpha > ISLAND_ALPHA).astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return alpha
+    order = np.argsort(jaw_xy[:, 0])
+    jaw_height = np.interp(texel_xy[..., 0], jaw_xy[order, 0], jaw_xy[order, 1])
+    above = np.zeros(count, bool)
+    above[labels[texel_xy[..., 1] >= jaw_height]] = True
+    above[0] = True  # the background label
+    return np.where(above[labels], alpha, 0.0).astype(alpha.dtype)
+
+
 def fill_vertex_colors(laplacian: sp.csr_matrix, known: np.ndarray, values: np.ndarray,
                        decay_edges: float = FILL_DECAY_EDGES) -> np.ndarray:
     """Screened harmonic extension of per-vertex ``values`` ``[V, C]`` from ``known`` ``[V]``.
@@ -318,6 +339,8 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     t1 = time.perf_counter()
     covered = np.asarray(low.covered)
     alpha = _soften(out["alpha"], covered, radius=2)
+    texel_xy = np.asarray(_interpolate(jnp.asarray(verts[:, :2], jnp.float32), low, model.triangles))
+    alpha = drop_neck_islands(alpha, texel_xy, np.asarray(landmarks(model, jnp.asarray(verts)))[:17, :2])
 
     # Skin fill on the mesh: known where the vertex's neighbourhood is foreground.
     skin = out["skin"].astype(np.float64)
