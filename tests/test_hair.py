@@ -130,6 +130,18 @@ def test_bald_photo_keeps_the_skin_fill(model, capped):
     assert not diag["hair"].present, diag["hair"]
 
 
+def test_a_shine_on_a_receding_hairline_is_not_hair(model, capped):
+    # dlib_2009_004587: short brown hair at the sides, a shiny bare crown brighter than the face;
+    # the crown failed the skin test by its luminance and painted the scalp a beige far lighter
+    # than the skin; the hair at the sides is a little darker than the dim face.
+    cm, plan = capped
+    image, verts, cam = bench.fit_photo(REPO / "tests/data/photos/dlib_2009_004587.jpg", model)
+    diag = {}
+    bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
+    found, skin = diag["hair"], bench.lab(diag["skin_stats"].rgb())
+    assert found.present and bench.lab(found.color)[0] < skin[0] < bench.lab(found.color)[0] + 25, (found, skin)
+
+
 def test_white_hair_gives_a_light_low_chroma_scalp(model, capped):
     # Biden: white hair, thin over the front of the scalp (the probes there see mostly skin), so
     # the probe colour is no reference; the unseen scalp must be far lighter and greyer than skin.

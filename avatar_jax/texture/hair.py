@@ -200,12 +200,14 @@ def hair_mask(rgb: np.ndarray, person: np.ndarray, regions: CropRegions, stats,
 
     ``person`` ``[N, N]``: segmenter probability; ``stats``: the
     :class:`~avatar_jax.texture.skin.SkinStats` of the face. Hair is the person in the head's
-    neighbourhood off the face and above the nose that is not skin-coloured or, given the
-    :func:`volume_colour` ``hair_lab``, nearer to it than to the skin's colour.
+    neighbourhood off the face and above the nose, no skin highlight
+    (:func:`~avatar_jax.texture.skin.skin_highlight`: a shiny bare scalp), that is not
+    skin-coloured or, given the :func:`volume_colour` ``hair_lab``, nearer to it than to the
+    skin's colour.
     """
-    from avatar_jax.texture.skin import skin_probability
+    from avatar_jax.texture.skin import skin_highlight, skin_probability
 
-    candidate = (person > 0.5) & regions.head & ~regions.face & ~regions.below
+    candidate = (person > 0.5) & regions.head & ~regions.face & ~regions.below & ~skin_highlight(rgb, stats)
     mask = candidate & (skin_probability(rgb, stats) < 0.5)
     if hair_lab is None:
         return mask
