@@ -8,11 +8,15 @@ detected points against the true projected ones (jaw on the silhouette), by abso
 de-identified skins (default) and, with ``--skins photo``, textures baked from the test photos.
 Real photos for comparison: docs/results.md (landmark suite) and docs/landmarks.md.
 Writes ``realism_<skins>.json`` and ``contact_sheet.png`` (renders above, real photos below).
+``--by-background`` makes the same renders once per background kind (plain, noise, photo crops:
+the heads, poses, skins and lights are the same, only the background differs) and writes
+``realism_<skins>_by_background.json`` and ``contact_sheet_<kind>_backgrounds.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -67,28 +71,43 @@ def _face_crop(path: Path, size: int) -> np.ndarray:
 
 def main(argv=None) -> None:
     from avatar_jax.dataset import make as mk
+    from avatar_jax.dataset import scenes as sc
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--skins", default="deid", choices=["deid", "photo"])
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--by-background", action="store_true", help="the same renders once per background kind")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "dataset")
     args = ap.parse_args(argv)
     photos = tuple(str(PHOTOS / p) for p in REAL[:6]) if args.skins == "photo" else ()
     config = mk.DatasetConfig(n=args.n, shard_size=min(args.n, 128), detect=True, skins=args.skins,
                               skin_photos=photos, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.by_background:
+        results = {kind: _measure(dataclasses.replace(
+            config, scene=dataclasses.replace(config.scene, backgrounds=(kind,))), args.out, f"{kind}_backgrounds")
+            for kind in sc.BACKGROUNDS}
+        (args.out / f"realism_{args.skins}_by_background.json").write_text(json.dumps(results, indent=1) + "\n")
+        return
+    result = _measure(config, args.out, args.skins)
+    (args.out / f"realism_{args.skins}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _measure(config, out: Path, sheet_name: str) -> dict:
+    """Make ``config``'s renders in a temporary folder, score them and write their contact sheet."""
+    from avatar_jax.dataset import make as mk
+
     with tempfile.TemporaryDirectory() as tmp:
         mk.make_dataset(config, tmp)
         shards = list(mk.iter_shards(tmp))
     result = _scores(shards)
-    print(json.dumps(result, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"realism_{args.skins}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(sheet_name, json.dumps(result, indent=1))
     renders = shards[0]["images"][:8]
     real = np.stack([_face_crop(PHOTOS / p, renders.shape[1]) for p in REAL])
     sheet = np.concatenate([np.concatenate(list(renders), 1), np.concatenate(list(real), 1)], 0)
-    iio.imwrite(args.out / f"contact_sheet_{args.skins}.png", sheet)
-
+    iio.imwrite(out / f"contact_sheet_{sheet_name}.png", sheet)
+    return result
 
 if __name__ == "__main__":
     main()
