@@ -244,3 +244,46 @@ def test_the_shipped_regressor_is_the_default_shape_source(tmp_path):
     assert main(["reconstruct", str(photo), "--out", str(out), "--shape-source", "regressor", "--texture-size", "64",
                  "--formats", "glb", "--no-overlay"]) == 0
     assert json.loads((out / "fr_obama.json").read_text())["shape_source"] == "regressor"
+
+
+def test_eye_masking_paints_over_the_eyes_only():
+    from pathlib import Path
+
+    from avatar_jax import pipeline
+    from avatar_jax.io.image import load_image
+    from avatar_jax.regress.encode import mask_eye_regions
+
+    image = load_image(Path(__file__).parent / "data" / "photos" / "fr_obama.jpg")
+    lm = pipeline.detect(image)[0].landmarks68
+    masked = mask_eye_regions(image, lm)
+    changed = np.any(masked != image, -1)
+    ys, xs = np.nonzero(changed)
+    eyes = lm[36:48]
+    assert changed.sum() > 200 and image.shape == masked.shape
+    assert xs.min() > eyes[:, 0].min() - 20 and xs.max() < eyes[:, 0].max() + 20  # nothing beyond the eyes
+    assert ys.min() > eyes[:, 1].min() - 20 and ys.max() < eyes[:, 1].max() + 20
+    for eye in (slice(36, 42), slice(42, 48)):  # each eye's centre is one flat colour
+        cx, cy = np.round(lm[eye].mean(0)).astype(int)
+        assert np.ptp(masked[cy - 2:cy + 3, cx - 2:cx + 3].reshape(-1, 3), 0).max() == 0
+
+
+def test_an_eye_masking_regressor_masks_at_inference_too(renders, tmp_path):
+    from pathlib import Path
+
+    from avatar_jax import pipeline
+    from avatar_jax.io.image import load_image
+    from avatar_jax.regress.command import train
+    from avatar_jax.regress.encode import dlib_features
+
+    train(renders / "train", "dlib", tmp_path / "run", TrainConfig(epochs=2), progress=False, mask_eyes=True)
+    reg = load_regressor(tmp_path / "run" / "regressor.npz")
+    assert bool(reg.extras["mask_eyes"])
+    image = load_image(Path(__file__).parent / "data" / "photos" / "fr_obama.jpg")
+    faces = pipeline.detect(image)
+    lm = faces[0].landmarks68[None]
+    masked, plain = (dlib_features([image], lm, mask_eyes=m) for m in (True, False))
+    assert np.linalg.norm(masked - plain) > 0.05  # the descriptor sees the masking
+    base = pipeline.base_shapes(image, faces, "regressor", regressor=reg)
+    np.testing.assert_allclose(base, np.asarray(reg.predict(masked)), atol=1e-5)
+    with pytest.raises(ValueError, match="mask_eyes"):
+        train(renders / "train", "mesh", tmp_path / "run2", TrainConfig(epochs=1), progress=False, mask_eyes=True)

@@ -33,16 +33,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, help="training dataset folder (avatar-jax make-dataset --detect)")
     p.add_argument("--test", default=None, help="a dataset made with another seed, for the final evaluation")
     p.add_argument("--encoder", default="mesh", choices=["mesh", "dlib", "both"])
+    p.add_argument("--mask-eyes", action="store_true",
+                   help="the paper's eye masking: the dlib encoder sees both eyes painted over with skin colour")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--config", default=None, help="JSON file of TrainConfig fields (e.g. experiments/regress_*.json)")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     p.add_argument("--no-progress", action="store_true")
 
 
-def dataset_features(data_dir, encoder: str, template=None, dlib_params=None):
+def dataset_features(data_dir, encoder: str, template=None, dlib_params=None, mask_eyes: bool = False):
     """``(features [N, D], shapes [N, V, 3], template)`` of a dataset folder for ``encoder``.
 
-    ``template``: the mesh encoder's Procrustes template (None: built from this data)."""
+    ``template``: the mesh encoder's Procrustes template (None: built from this data).
+    ``mask_eyes``: the dlib part sees the eyes painted over (:mod:`avatar_jax.regress.encode`)."""
     import numpy as np
 
     from avatar_jax.regress import encode as enc
@@ -53,7 +56,7 @@ def dataset_features(data_dir, encoder: str, template=None, dlib_params=None):
     data = _read(data_dir, wanted)
     parts = []
     if encoder in ("dlib", "both"):
-        parts.append(_dlib_descriptors(data_dir, dlib_params))
+        parts.append(_dlib_descriptors(data_dir, dlib_params, mask_eyes))
     if encoder in ("mesh", "both"):
         if template is None:
             template = mesh_template(data["mesh478"])
@@ -79,9 +82,10 @@ def _read(data_dir, fields) -> dict:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _dlib_descriptors(data_dir, params=None):
+def _dlib_descriptors(data_dir, params=None, mask_eyes: bool = False):
     """``[N, 128]`` dlib descriptors at the detected points, cached in ``DIR/.cache/dlib.npz``
-    (the descriptors of a whole dataset take minutes; the cache is keyed on the shard files)."""
+    (``dlib_eyemask.npz`` with ``mask_eyes``; the descriptors of a whole dataset take minutes;
+    the cache is keyed on the shard files)."""
     import numpy as np
 
     from avatar_jax.io.shards import read_manifest
@@ -89,7 +93,7 @@ def _dlib_descriptors(data_dir, params=None):
 
     shards = [Path(data_dir) / n for n in read_manifest(data_dir)["shards"]]
     key = json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shards if p.is_file()])
-    cache = Path(data_dir) / ".cache" / "dlib.npz"
+    cache = Path(data_dir) / ".cache" / ("dlib_eyemask.npz" if mask_eyes else "dlib.npz")
     if cache.is_file():
         with np.load(cache) as found:
             if str(found["key"]) == key:
@@ -99,7 +103,8 @@ def _dlib_descriptors(data_dir, params=None):
 
     params = params if params is not None else load_dlib_resnet()
     descriptors = np.concatenate([  # shard by shard: a whole dataset's images would not fit
-        enc.encode("dlib", images=list(s["images"]), landmarks68=s["detected68"], dlib_params=params)
+        enc.encode("dlib", images=list(s["images"]), landmarks68=s["detected68"], dlib_params=params,
+                   mask_eyes=mask_eyes)
         for s in iter_shards(data_dir, ["images", "detected68"])])
     cache.parent.mkdir(exist_ok=True)
     tmp = cache.with_name(f".dlib.{os.getpid()}.tmp.npz")
@@ -112,7 +117,8 @@ def run(args) -> int:
     """Run ``train-regressor`` from parsed arguments; returns the exit status."""
     try:
         config = _config(args)
-        summary = train(args.data, args.encoder, args.out, config, test=args.test, progress=not args.no_progress)
+        summary = train(args.data, args.encoder, args.out, config, test=args.test, progress=not args.no_progress,
+                        mask_eyes=args.mask_eyes)
     except ValueError as err:
         print(f"avatar-jax train-regressor: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,8 +143,9 @@ def _config(args):
     return TrainConfig(**fields)
 
 
-def train(data, encoder: str, out, config, *, test=None, progress: bool = True) -> dict:
-    """Train on ``data``, write the run folder ``out`` (see the module docstring), return a summary."""
+def train(data, encoder: str, out, config, *, test=None, progress: bool = True, mask_eyes: bool = False) -> dict:
+    """Train on ``data``, write the run folder ``out`` (see the module docstring), return a summary.
+    ``mask_eyes``: the dlib part sees the eyes painted over, here and wherever the regressor runs."""
     import numpy as np
     from tqdm import tqdm
 
@@ -147,12 +154,15 @@ def train(data, encoder: str, out, config, *, test=None, progress: bool = True) 
 
     out = Path(out)
     model = load_head_model()
-    x, shapes, template = dataset_features(data, encoder)
-    extras = {"template": template} if template is not None else {}
+    if mask_eyes and encoder == "mesh":
+        raise ValueError("mask_eyes is for the dlib part of the encoder; 'mesh' sees no image")
+    x, shapes, template = dataset_features(data, encoder, mask_eyes=mask_eyes)
+    extras = ({"template": template} if template is not None else {}) | ({"mask_eyes": True} if mask_eyes else {})
     bar = (lambda epochs: tqdm(epochs, desc="train-regressor", unit="epoch")) if progress else None
     regressor, history = train_regressor(x, shapes, model, config, encoder=encoder, extras=extras,
                                          out_dir=out, progress=bar)
-    summary = {"encoder": encoder, "items": int(np.all(np.isfinite(x), 1).sum()), "epochs": config.epochs,
+    summary = {"encoder": encoder, "mask_eyes": mask_eyes, "items": int(np.all(np.isfinite(x), 1).sum()),
+               "epochs": config.epochs,
                "chosen_epoch": history.chosen_epoch,
                "held_out_face_mm": history.held_out_face_mm[history.chosen_epoch - 1] if history.chosen_epoch else None,
                "held_out_mean_shape_mm": history.baseline_face_mm}
@@ -173,7 +183,8 @@ def evaluate(regressor, data, model, train_shapes) -> dict:
 
     from avatar_jax.regress.decoder import face_error_mm, vertex_weights
 
-    x, shapes, _ = dataset_features(data, regressor.encoder, regressor.extras.get("template"))
+    x, shapes, _ = dataset_features(data, regressor.encoder, regressor.extras.get("template"),
+                                    mask_eyes=bool(regressor.extras.get("mask_eyes", False)))
     ok = np.all(np.isfinite(x), 1)
     mean = np.asarray(train_shapes, np.float32).mean(0)
     face = vertex_weights(mean, int(model.nose_tip)) > 1.0

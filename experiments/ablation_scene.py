@@ -1,15 +1,20 @@
-"""Do backgrounds cropped from real photos teach the regressor anything plain and clutter do not?
+"""Two scene choices of the renders, each against the same baseline: backgrounds cropped from
+real photos, and the paper's eye masking instead of rendered eyes.
 
-    python experiments/ablation_backgrounds.py --root /tmp/ablation [--n 1024] [--epochs 40]
+    python experiments/ablation_scene.py --root /tmp/ablation [--n 1024] [--epochs 40] [--arms ...]
 
-Two training sets of ``--n`` renders (DR identities, de-identified skins, ``make-dataset --detect``,
-seed 0) that differ only in their backgrounds: plain + noise (``dr-deid``, the same folder and run as
-``experiments/ablation_aug.py``'s DR / de-identified arm, so a shared ``--root`` reuses it) and
-plain + noise + photo crops (``dr-deid-photobg``). The ``--encoder`` regressor is trained on each and
-scored on two 512-render test sets of seed 1 (other identities and skins) that differ only in
-their backgrounds: plain + noise (``test``) and photo crops only (``test-photobg``). Face-region
-vertex error (mm) of the regressed shape beside the training mean shape's; writes
-``backgrounds_ablation.json`` into ``--out``.
+Arms (DR identities, de-identified skins, ``make-dataset --detect``, seed 0, ``--n`` renders):
+
+- ``dr-deid``: plain + noise backgrounds, rendered eyes (the same folder and run as
+  ``experiments/ablation_aug.py``'s DR / de-identified arm, so a shared ``--root`` reuses it);
+- ``dr-deid-photobg``: plain + noise + photo-crop backgrounds;
+- ``dr-deid-eyemask``: the ``dr-deid`` renders, the encoder trained and run with both eyes painted
+  over (``train-regressor --mask-eyes``), as the paper did because its renders had no eyes.
+
+The ``--encoder`` regressor of each arm is scored on two 512-render test sets of seed 1 (other
+identities and skins) that differ only in their backgrounds: plain + noise (``test``) and photo
+crops only (``test-photobg``). Face-region vertex error (mm) of the regressed shape beside the
+training mean shape's; writes ``scene_ablation.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {"dr-deid": ("plain", "noise"), "dr-deid-photobg": ("plain", "noise", "photo")}
+ARMS = {  # name -> (training set folder, its backgrounds, eye masking)
+    "dr-deid": ("dr-deid", ("plain", "noise"), False),
+    "dr-deid-photobg": ("dr-deid-photobg", ("plain", "noise", "photo"), False),
+    "dr-deid-eyemask": ("dr-deid", ("plain", "noise"), True),
+}
 TESTS = {"test": ("plain", "noise"), "test-photobg": ("photo",)}
 
 
@@ -44,6 +53,7 @@ def main(argv=None) -> None:
     ap.add_argument("--test-n", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--encoder", default="dlib", choices=["dlib", "mesh", "both"])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "dataset")
     args = ap.parse_args(argv)
     model = load_head_model()
@@ -51,19 +61,21 @@ def main(argv=None) -> None:
         make_dataset(_config(args.test_n, 1, kinds), args.root / name)
     config = TrainConfig(epochs=args.epochs, learning_rate=3e-4, weight_decay=1e-4)  # as ablation_aug.py
     rows = {}
-    for arm, kinds in ARMS.items():
-        data = args.root / arm
+    for arm in args.arms:
+        folder, kinds, mask_eyes = ARMS[arm]
+        data = args.root / folder
         make_dataset(_config(args.n, 0, kinds), data)
         run = args.root / f"run-{arm}-{args.encoder}"
         if not (run / "regressor.npz").is_file():
-            train(data, args.encoder, run, config, progress=False)
-        _, shapes, _ = dataset_features(data, args.encoder)
+            train(data, args.encoder, run, config, progress=False, mask_eyes=mask_eyes)
+        _, shapes, _ = dataset_features(data, args.encoder, mask_eyes=mask_eyes)
         regressor = load_regressor(run / "regressor.npz")
         rows[arm] = {test: evaluate(regressor, args.root / test, model, shapes) for test in TESTS}
         print(arm, json.dumps(rows[arm]))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "backgrounds_ablation.json").write_text(json.dumps(
-        {"n": args.n, "epochs": args.epochs, "encoder": args.encoder, "train_backgrounds": ARMS,
+    (args.out / "scene_ablation.json").write_text(json.dumps(
+        {"n": args.n, "epochs": args.epochs, "encoder": args.encoder,
+         "arms": {arm: dict(zip(("data", "backgrounds", "mask_eyes"), ARMS[arm])) for arm in args.arms},
          "test_backgrounds": TESTS, "rows": rows}, indent=1) + "\n")
 
 
