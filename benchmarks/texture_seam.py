@@ -18,6 +18,9 @@ half-resolution grid:
   chin, more than 35 mm off the midline, within 100 degrees of the front): the share whose colour
   is more than :data:`FOREIGN_DE` from the skin's, i.e. hair, background or shadow smeared onto
   them where the fitted silhouette overlaps them in the photo.
+* **Cold texels**: the share of the face's texels below the eyes (above 10 mm under the chin,
+  in front of the ears) that are green, cyan or blue (YCrCb Cr below the bake's
+  ``MOUTH_MIN_CR``): no skin, lip or tooth is; the background at a turned face's silhouette is.
 """
 
 from __future__ import annotations
@@ -138,8 +141,24 @@ def side_check(texture, verts, model, plan, skin) -> dict:
     return dict(texels=int(side.sum()), foreign=float(far.mean()))
 
 
+def cold_check(texture, verts, model, plan) -> dict:
+    """Share of the lower face's texels whose colour is green, cyan or blue."""
+    from avatar_jax.model.head import landmarks
+    from avatar_jax.texture.bake import MOUTH_MIN_CR
+    from avatar_jax.texture.skin import ycrcb
+
+    p = _texel_points(model, plan, verts)
+    lms = np.asarray(landmarks(model, jnp.asarray(verts, jnp.float32)))
+    ears = np.abs(lms[[0, 16], 0]).mean()
+    face = (np.asarray(plan.uv_low.inside) & (p[..., 1] < lms[36:48, 1].mean()) & (p[..., 1] > lms[8, 1] - 10)
+            & (np.abs(p[..., 0]) < ears) & (p[..., 2] > lms[[0, 16], 2].mean()))
+    low = plan.uv_low.size
+    t = cv2.resize(texture, (low, low), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    return dict(texels=int(face.sum()), cold=float((ycrcb(t[face])[1] < MOUTH_MIN_CR).mean()))
+
+
 def check_photo(path, model, capped, plan, size) -> dict:
-    """Bake one photo and run the three checks."""
+    """Bake one photo and run the four checks."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from hair_scalp import fit_photo
 
@@ -153,7 +172,7 @@ def check_photo(path, model, capped, plan, size) -> dict:
     skin = np.asarray(diag["skin"])
     return dict(seam=seam, detail=detail, boundary=n, clothing=clothing,
                 collar=collar_check(tex, verts, capped, plan, skin, clothing),
-                sides=side_check(tex, verts, capped, plan, skin))
+                sides=side_check(tex, verts, capped, plan, skin), cold=cold_check(tex, verts, capped, plan))
 
 
 def main(argv=None) -> None:
@@ -177,7 +196,8 @@ def main(argv=None) -> None:
               f"to clothing {np.round(r['clothing'], 2)} {c['to_clothing']:.1f} (skin-clothing "
               f"{c['skin_to_clothing']:.1f}), closer to clothing {100 * c['closer_to_clothing']:.1f} %; "
               f"face sides ({r['sides']['texels']} texels) over dE {FOREIGN_DE:.0f} from skin "
-              f"{100 * r['sides']['foreign']:.1f} %")
+              f"{100 * r['sides']['foreign']:.1f} %; lower-face texels green/cyan/blue "
+              f"{100 * r['cold']['cold']:.2f} % of {r['cold']['texels']}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ and only the photo's own detail is sampled at the full size ``S``:
    fitted silhouette overlaps beside the cheeks and ears fail it. Hair on the scalp, the
    forehead and the temples is kept;
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
-   (``BakePlan.skin_exempt``) are not tested.
+   (``BakePlan.skin_exempt``) are not tested, though below the eyes they must not be green,
+   cyan or blue (:data:`MOUTH_MIN_CR`). Photo patches of the neck cut off from the face
+   (:func:`drop_neck_islands`: light collars) are dropped.
    **Lighting removal** (:mod:`avatar_jax.texture.delight`, ``delight=True``): an SH light is
    fitted to the well-seen face skin at the view-space normals and its (clamped) shading divided
    out of the photo colours, from here on and in the full-size compose (one gain per texel).
@@ -68,6 +70,7 @@ from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
 MOUTH_EXEMPT_MM = 28.0
+MOUTH_MIN_CR = -0.06  # below the eyes, texels the skin test exempts need Cr above this (no green/blue)
 LIPS_MM = 18.0  # the light is fitted on face skin farther than this from the mouth centre
 PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
@@ -193,7 +196,8 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     core = (jnp.linalg.norm(verts - verts[model.nose_tip], axis=-1) < CORE_RADIUS_MM)
     core = (core & model.face_mask).astype(jnp.float32)
     lit_v = (model.face_mask & ~exempt & (jnp.linalg.norm(verts - mouth, axis=-1) > LIPS_MM)).astype(jnp.float32)
-    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core, lit_v], -1)[corners])
+    below_eyes_v = (y < jnp.mean(lms[36:48, 1])).astype(jnp.float32)
+    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core, lit_v, below_eyes_v], -1)[corners])
     neck_t, lower_t, core_t = per_texel[..., 0], per_texel[..., 1] > 0.5, per_texel[..., 2] > 0.99
     normals = vertex_normals(verts, model.triangles)
     n_view = jnp.einsum("hwk,hwkc->hwc", bary, (normals @ rotation_matrix(camera.rotvec).T)[corners])
@@ -209,7 +213,11 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     stats = SkinStats(my, mcr, scr, mcb, scb)
     enough = jnp.sum(ok) >= 64
     skin = jnp.where(enough, skin_probability(color, stats), 1.0)
-    w = weight * neck_t * jnp.where(lower_t, skin, 1.0)
+    # The mouth is exempt from the skin test (lips, teeth), not from being a mouth at all: no mouth
+    # is green, cyan or blue, which the background beside a turned face's far mouth corner can be.
+    below_eyes = per_texel[..., 4] > 0.5
+    mouthlike = smoothstep((ycrcb(color)[1] - MOUTH_MIN_CR) / 0.03)
+    w = weight * neck_t * jnp.where(lower_t, skin, jnp.where(below_eyes, mouthlike, 1.0))
 
     # The light, on well-seen skin of the face away from the lips (strided subset); the skin
     # test and the hair use the photo's own colours, everything after it the de-lit ones.
