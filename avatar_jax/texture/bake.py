@@ -13,7 +13,9 @@ and only the photo's own detail is sampled at the full size ``S``:
    well-seen face core within :data:`CORE_RADIUS_MM` of the nose tip. Clothing, the tie,
    the collar, the background behind the jaw and neck, and the hair and background that the
    fitted silhouette overlaps beside the cheeks and ears fail it. Hair on the scalp, the
-   forehead and the temples is kept;
+   forehead and the temples is kept, but not the background beyond the person's outline there
+   (MediaPipe's selfie segmentation on the head's crop, :func:`person_crop`, which the hair
+   estimate reuses);
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
    (``BakePlan.skin_exempt``) are not tested, though below the eyes they must not be green,
    cyan or blue (:data:`MOUTH_MIN_CR`). Photo patches of the neck cut off from the face
@@ -63,7 +65,8 @@ from avatar_jax.render.sample import bilinear_sample
 from avatar_jax.texture.complete import mirror_map
 from avatar_jax.texture.delight import delight_gain, fit_sh_light, reference_shading
 from avatar_jax.texture.project import UVRaster, project_geometry, smoothstep, uv_raster
-from avatar_jax.texture.hair import (NO_HAIR, HairEstimate, crown_axis, estimate_hair, hair_table_params, scalp_weights,
+from avatar_jax.texture.hair import (NO_HAIR, SEGMENTER_SIZE, HairEstimate, crown_axis, estimate_hair,
+                                    hair_table_params, head_roi, person_probability, scalp_weights,
                                     strand_contrast, strand_gain)
 from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 
@@ -76,6 +79,7 @@ PAD_TO = 256  # photos are padded to multiples of this: one compilation per size
 CAP_DEPTH_SLACK_MM = 12.0  # hole caps are not hidden by their own lids (see project_geometry)
 DEFAULT_SKIN = (0.78, 0.6, 0.5)
 STATS_STRIDE = 4  # texel stride of the skin statistics and the light fit at half resolution
+PERSON_MIN = 0.2  # above the eyes, photo texels at a lower person probability are background
 ISLAND_ALPHA = 0.05  # foreground islands (drop_neck_islands) are connected above this opacity
 FILL_DECAY_EDGES = 6.0  # the fill correction decays over ~6 mesh edges (~4 cm)
 
@@ -167,13 +171,15 @@ def _robust(x, ok):
 
 
 @jax.jit
-def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, delight):
+def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, delight, person, to_crop):
     """Low-resolution foreground: photo positions, blend coefficients, colours, skin colour.
 
     ``image`` is padded at the bottom/right to a bucket shape (one compilation per bucket, not
     per photo size); ``true_hw`` ``[2]`` is the photo's real size, outside which nothing is seen.
     ``delight`` (traced bool): divide the fitted light's shading out of the colours
     (:mod:`avatar_jax.texture.delight`); the light is fitted either way (diagnostics).
+    ``person`` ``[N, N]``: the selfie segmenter's person probability on the head's crop,
+    ``to_crop`` ``[2, 3]`` the image -> crop pixel map (:func:`person_crop`).
     """
     pos, weight = project_geometry(image.shape, verts, camera, model, uv,
                                    depth_slack=exempt * CAP_DEPTH_SLACK_MM)
@@ -197,7 +203,9 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     core = (core & model.face_mask).astype(jnp.float32)
     lit_v = (model.face_mask & ~exempt & (jnp.linalg.norm(verts - mouth, axis=-1) > LIPS_MM)).astype(jnp.float32)
     below_eyes_v = (y < jnp.mean(lms[36:48, 1])).astype(jnp.float32)
-    per_texel = jnp.einsum("hwk,hwkc->hwc", bary, jnp.stack([neck, lower, core, lit_v, below_eyes_v], -1)[corners])
+    upper_v = ((y >= jnp.mean(lms[36:48, 1])) & ~exempt).astype(jnp.float32)
+    per_texel = jnp.einsum("hwk,hwkc->hwc", bary,
+                           jnp.stack([neck, lower, core, lit_v, below_eyes_v, upper_v], -1)[corners])
     neck_t, lower_t, core_t = per_texel[..., 0], per_texel[..., 1] > 0.5, per_texel[..., 2] > 0.99
     normals = vertex_normals(verts, model.triangles)
     n_view = jnp.einsum("hwk,hwkc->hwc", bary, (normals @ rotation_matrix(camera.rotvec).T)[corners])
@@ -218,6 +226,9 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     below_eyes = per_texel[..., 4] > 0.5
     mouthlike = smoothstep((ycrcb(color)[1] - MOUTH_MIN_CR) / 0.03)
     w = weight * neck_t * jnp.where(lower_t, skin, jnp.where(below_eyes, mouthlike, 1.0))
+    # Above the eyes hair is kept whatever its colour, but not what is behind the head: where
+    # the fitted skull reaches beyond the person's outline the photo shows the background.
+    w = w * jnp.where(per_texel[..., 5] > 0.5, on_person(person, to_crop, pos), 1.0)
 
     # The light, on well-seen skin of the face away from the lips (strided subset); the skin
     # test and the hair use the photo's own colours, everything after it the de-lit ones.
@@ -247,6 +258,30 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
                 skin=jnp.where(enough, skin_rgb, jnp.asarray(DEFAULT_SKIN)), weight=w,
                 skin_stats=stats.as_array(), skin_found=enough, normals=normals,
                 gain=gain, gain_mix=gain_mix, light=sh, light_ref=ref, light_found=lit)
+
+
+def person_crop(image, verts, camera: Camera, model: HeadModel):
+    """The selfie segmenter's person probability ``[N, N]`` on the square crop around the
+    projected head (:func:`~avatar_jax.texture.hair.head_roi`, the crop the hair estimate uses)
+    and the ``[2, 3]`` image -> crop pixel map."""
+    from avatar_jax.landmarks.mediapipe import crop, roi_to_image_matrix
+
+    verts = np.asarray(verts, np.float32)
+    xy = np.asarray(project(camera, jnp.asarray(verts)))
+    chin_y = np.asarray(landmarks(model, jnp.asarray(verts)))[8, 1]
+    roi = head_roi(xy[verts[:, 1] > chin_y].astype(np.float64))
+    person = person_probability(crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE))
+    return person, cv2.invertAffineTransform(roi_to_image_matrix(roi, SEGMENTER_SIZE, -0.5))
+
+
+def on_person(person, to_crop, pos):
+    """``[L, L]`` in [0, 1]: how surely the photo positions ``pos`` ``[L, L, 2]`` show the person
+    (1 outside the segmenter's crop, which holds the whole head)."""
+    p = pos @ to_crop[:, :2].T + to_crop[:, 2]
+    n = person.shape[0]
+    inside = jnp.all((p >= 0.0) & (p <= n - 1.0), axis=-1)
+    prob = bilinear_sample(person[..., None], p)[..., 0]
+    return jnp.where(inside, smoothstep((prob - PERSON_MIN) / 0.4), 1.0)
 
 
 def _soften(alpha: np.ndarray, covered: np.ndarray, radius: int) -> np.ndarray:
@@ -344,8 +379,10 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     bucket = (-h % PAD_TO, -w % PAD_TO)
     padded = cv2.copyMakeBorder(image, 0, bucket[0], 0, bucket[1], cv2.BORDER_REPLICATE)
     image_f = jnp.asarray(padded, jnp.float32) / 255.0
+    person, to_crop = person_crop(image, verts, camera, model)
     out = _foreground(image_f, jnp.asarray([h, w], jnp.float32), jnp.asarray(verts, jnp.float32),
-                      camera, model, low, plan.mirror_low, plan.skin_exempt, jnp.asarray(bool(delight)))
+                      camera, model, low, plan.mirror_low, plan.skin_exempt, jnp.asarray(bool(delight)),
+                      jnp.asarray(person, jnp.float32), jnp.asarray(to_crop, jnp.float32))
     out = {k: np.asarray(v) for k, v in out.items()}
     t1 = time.perf_counter()
     covered = np.asarray(low.covered)
@@ -366,7 +403,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     offset = fill_vertex_colors(plan.laplacian, known, fg_v[plan.vertex_texel] - base)
     # The hair is blended over the corrected skin fill, not corrected itself: the correction
     # would carry the photo's forehead skin far up into the scalp.
-    found = _photo_hair(image, verts, camera, model, plan.scalp, out) if hair else NO_HAIR
+    found = _photo_hair(image, verts, camera, model, plan.scalp, out, person) if hair else NO_HAIR
     hair_v = plan.scalp[:, None] * found.present
     vertex_fill = (1.0 - hair_v) * (base + offset) + hair_v * shade[:, None] * found.color[None]
     fill = np.asarray(_interpolate(jnp.asarray(vertex_fill, jnp.float32), low, model.triangles))
@@ -386,7 +423,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
 
 
 def _photo_hair(image, verts, camera: Camera, model: HeadModel, scalp: np.ndarray,
-                out: dict) -> HairEstimate:
+                out: dict, person: np.ndarray) -> HairEstimate:
     """The photo's hair (:func:`~avatar_jax.texture.hair.estimate_hair`), probed at the scalp
     vertices that face the camera; no hair where the skin statistics were not found."""
     if not bool(out["skin_found"]):
@@ -400,7 +437,7 @@ def _photo_hair(image, verts, camera: Camera, model: HeadModel, scalp: np.ndarra
     probes = (scalp > 0.9) & (facing > 0.3)
     face_xy = np.asarray(project(camera, jnp.asarray(lms[:27])))
     return estimate_hair(image, xy[verts[:, 1] > lms[8, 1]], face_xy, xy[probes],
-                         float(xy[int(model.nose_tip), 1]), SkinStats.from_array(out["skin_stats"]))
+                         float(xy[int(model.nose_tip), 1]), SkinStats.from_array(out["skin_stats"]), person)
 
 
 def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None, delight=None) -> np.ndarray:

@@ -220,7 +220,7 @@ def hair_mask(rgb: np.ndarray, person: np.ndarray, regions: CropRegions, stats,
 
 
 def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, scalp_xy: np.ndarray,
-                  nose_y: float, stats) -> HairEstimate:
+                  nose_y: float, stats, person: np.ndarray | None = None) -> HairEstimate:
     """Colour and coverage of the hair in ``image`` ``[H, W, 3]`` uint8 RGB.
 
     The colour is the CIELAB median of the hair on the skull's outline where there is enough of
@@ -234,6 +234,7 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
       scalp_xy: ``[P, 2]`` projected scalp vertices that face the camera: the coverage probes.
       nose_y: image row of the nose tip; nothing below it is counted (clothing).
       stats: the face's :class:`~avatar_jax.texture.skin.SkinStats` (numpy scalars).
+      person: :func:`person_probability` of this crop if already run (the bake runs it first).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -248,7 +249,7 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     patch = crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE)
     rgb = patch.astype(np.float32) / 255.0
     regions = _regions(roi, head_xy, face_xy, nose_y)
-    person = person_probability(patch)
+    person = person_probability(patch) if person is None else np.asarray(person)
     volume = hair_volume(person, regions)
     hair_lab = volume_colour(_lab(rgb), volume, stats)
     mask = hair_mask(rgb, person, regions, stats, hair_lab)
