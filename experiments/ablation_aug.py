@@ -26,25 +26,36 @@ AUGS = ("none", "cpca", "dr")
 SKINS = ("deid", "photo")
 
 
-def main(argv=None) -> None:
-    from avatar_jax.dataset.make import DatasetConfig, make_dataset
-    from avatar_jax.model import load_head_model
-    from avatar_jax.regress import load_regressor
-    from avatar_jax.regress.command import dataset_features, evaluate, train
-    from avatar_jax.regress.train import TrainConfig
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def schedule_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every ablation of the CPU schedule shares."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--root", type=Path, required=True, help="work folder (datasets and runs; resumable)")
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--test-n", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--encoder", default="dlib", choices=["dlib", "mesh", "both"])
+    return ap
+
+
+def cpu_train_config(epochs: int):
+    from avatar_jax.regress.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, learning_rate=3e-4, weight_decay=1e-4)
+
+
+def main(argv=None) -> None:
+    from avatar_jax.dataset.make import DatasetConfig, make_dataset
+    from avatar_jax.model import load_head_model
+    from avatar_jax.regress import load_regressor
+    from avatar_jax.regress.command import dataset_features, evaluate, train
+
+    ap = schedule_parser(__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "regress")
     args = ap.parse_args(argv)
     model = load_head_model()
     test = args.root / "test"
     make_dataset(DatasetConfig(n=args.test_n, detect=True, seed=1), test)
-    config = TrainConfig(epochs=args.epochs, learning_rate=3e-4, weight_decay=1e-4)
+    config = cpu_train_config(args.epochs)
     rows = {}
     for skins in SKINS:
         for aug in AUGS:

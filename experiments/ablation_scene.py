@@ -19,12 +19,14 @@ training mean shape's; writes ``scene_ablation.json`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from ablation_aug import cpu_train_config, schedule_parser  # noqa: E402  the shared CPU schedule
 ARMS = {  # name -> (training set folder, its backgrounds, eye masking)
     "dr-deid": ("dr-deid", ("plain", "noise"), False),
     "dr-deid-photobg": ("dr-deid-photobg", ("plain", "noise", "photo"), False),
@@ -45,21 +47,15 @@ def main(argv=None) -> None:
     from avatar_jax.model import load_head_model
     from avatar_jax.regress import load_regressor
     from avatar_jax.regress.command import dataset_features, evaluate, train
-    from avatar_jax.regress.train import TrainConfig
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, required=True, help="work folder (datasets and runs; resumable)")
-    ap.add_argument("--n", type=int, default=1024)
-    ap.add_argument("--test-n", type=int, default=512)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--encoder", default="dlib", choices=["dlib", "mesh", "both"])
+    ap = schedule_parser(__doc__)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "dataset")
     args = ap.parse_args(argv)
     model = load_head_model()
     for name, kinds in TESTS.items():
         make_dataset(_config(args.test_n, 1, kinds), args.root / name)
-    config = TrainConfig(epochs=args.epochs, learning_rate=3e-4, weight_decay=1e-4)  # as ablation_aug.py
+    config = cpu_train_config(args.epochs)
     rows = {}
     for arm in args.arms:
         folder, kinds, mask_eyes = ARMS[arm]
