@@ -285,3 +285,13 @@ def test_neck_islands_cut_off_from_the_face_are_dropped():
     kept = drop_neck_islands(alpha, np.stack([x, y], -1), jaw)
     np.testing.assert_array_equal(kept[y > -95], alpha[y > -95])
     assert alpha[y < -100].sum() > 0 and kept[y < -100].sum() == 0
+
+
+def test_person_crop_of_a_head_that_does_not_project_is_all_person():
+    from avatar_jax.texture.bake import person_crop
+
+    model = load_head_model()
+    verts = np.full(np.shape(model.neutral), np.nan, np.float32)
+    person, to_crop = person_crop(np.zeros((64, 64, 3), np.uint8), verts,
+                                  camera_from_image_size(np.array([64.0, 64.0])), model)
+    assert np.all(person == 1.0) and to_crop.shape == (2, 3)

@@ -263,13 +263,17 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
 def person_crop(image, verts, camera: Camera, model: HeadModel):
     """The selfie segmenter's person probability ``[N, N]`` on the square crop around the
     projected head (:func:`~avatar_jax.texture.hair.head_roi`, the crop the hair estimate uses)
-    and the ``[2, 3]`` image -> crop pixel map."""
+    and the ``[2, 3]`` image -> crop pixel map. A head that does not project (NaN, or nothing above
+    the chin) is all person."""
     from avatar_jax.landmarks.mediapipe import crop, roi_to_image_matrix
 
     verts = np.asarray(verts, np.float32)
     xy = np.asarray(project(camera, jnp.asarray(verts)))
     chin_y = np.asarray(landmarks(model, jnp.asarray(verts)))[8, 1]
-    roi = head_roi(xy[verts[:, 1] > chin_y].astype(np.float64))
+    head = xy[verts[:, 1] > chin_y].astype(np.float64)
+    if len(head) < 3 or not np.all(np.isfinite(head)):
+        return np.ones((SEGMENTER_SIZE, SEGMENTER_SIZE), np.float32), np.eye(2, 3)
+    roi = head_roi(head)
     person = person_probability(crop(image, roi, SEGMENTER_SIZE, cv2.BORDER_REPLICATE))
     return person, cv2.invertAffineTransform(roi_to_image_matrix(roi, SEGMENTER_SIZE, -0.5))
 
