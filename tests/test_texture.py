@@ -288,10 +288,11 @@ def test_neck_islands_cut_off_from_the_face_are_dropped():
 
 
 def test_person_crop_of_a_head_that_does_not_project_is_all_person():
-    from avatar_jax.texture.bake import person_crop
+    from avatar_jax.texture.bake import person_crop, project_head
 
     model = load_head_model()
     verts = np.full(np.shape(model.neutral), np.nan, np.float32)
-    person, to_crop = person_crop(np.zeros((64, 64, 3), np.uint8), verts,
-                                  camera_from_image_size(np.array([64.0, 64.0])), model)
-    assert np.all(person == 1.0) and to_crop.shape == (2, 3)
+    head = project_head(verts, camera_from_image_size(np.array([64.0, 64.0])), model).head
+    for points in (head, np.zeros((2, 2))):
+        person, to_crop = person_crop(np.zeros((64, 64, 3), np.uint8), points)
+        assert np.all(person == 1.0) and to_crop.shape == (2, 3)

@@ -106,29 +106,25 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict:
     Raises:
       ValueError: a weighted layer is missing, has the wrong shape, or an unknown key is left.
     """
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
     sd = {k.removeprefix("module."): np.asarray(v, np.float32) for k, v in state_dict.items()}
-    params: dict = {}
-    expected = jax.eval_shape(LightCNN29v2().init, jax.random.PRNGKey(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 1)))
+    shapes = jax.eval_shape(LightCNN29v2().init, jax.random.PRNGKey(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 1)))
+    expected = flatten_dict(shapes["params"], sep="/")
+    flat = {}
     for torch_path, flax_path in _torch_modules():
         w, b = sd.pop(f"{torch_path}.weight", None), sd.pop(f"{torch_path}.bias", None)
         if w is None or b is None:
             raise ValueError(f"LightCNN state_dict: missing {torch_path}.weight or .bias")
         kernel = np.transpose(w, (2, 3, 1, 0)) if w.ndim == 4 else w.T
-        node = params
-        *parents, leaf = flax_path.split("/")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = {"kernel": kernel, "bias": b}
-        want = expected["params"]
-        for name in flax_path.split("/"):
-            want = want[name]
-        if kernel.shape != want["kernel"].shape or b.shape != want["bias"].shape:
-            raise ValueError(f"LightCNN state_dict: {torch_path} has shape {w.shape}, expected "
-                             f"{want['kernel'].shape} (Flax layout)")
+        want = expected[f"{flax_path}/kernel"].shape
+        if kernel.shape != want or b.shape != expected[f"{flax_path}/bias"].shape:
+            raise ValueError(f"LightCNN state_dict: {torch_path} has shape {w.shape}, expected {want} (Flax layout)")
+        flat[f"{flax_path}/kernel"], flat[f"{flax_path}/bias"] = kernel, b
     left = [k for k in sd if not k.startswith("fc2.")]
     if left:
         raise ValueError(f"LightCNN state_dict: unknown keys {left[:5]}")
-    return {"params": jax.tree_util.tree_map(jnp.asarray, params)}
+    return {"params": jax.tree_util.tree_map(jnp.asarray, unflatten_dict(flat, sep="/"))}
 
 
 def load_lightcnn_checkpoint(path) -> dict:

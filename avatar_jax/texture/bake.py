@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import NamedTuple
 
 import cv2
 import jax
@@ -260,17 +261,32 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
                 gain=gain, gain_mix=gain_mix, light=sh, light_ref=ref, light_found=lit)
 
 
-def person_crop(image, verts, camera: Camera, model: HeadModel):
-    """The selfie segmenter's person probability ``[N, N]`` on the square crop around the
-    projected head (:func:`~avatar_jax.texture.hair.head_roi`, the crop the hair estimate uses)
-    and the ``[2, 3]`` image -> crop pixel map. A head that does not project (NaN, or nothing above
-    the chin) is all person."""
-    from avatar_jax.landmarks.mediapipe import crop, roi_to_image_matrix
+class ProjectedHead(NamedTuple):
+    """A fitted head in the photo: ``xy`` ``[V, 2]`` projected vertices (pixels), ``landmarks``
+    ``[68, 3]`` its 3D iBUG landmarks (model frame, mm), ``head`` ``[N, 2]`` the projected
+    vertices above the chin (what the hair estimate and the segmenter's crop frame)."""
 
+    xy: np.ndarray
+    landmarks: np.ndarray
+    head: np.ndarray
+
+
+def project_head(verts, camera: Camera, model: HeadModel) -> ProjectedHead:
+    """:class:`ProjectedHead` of vertices ``[V, 3]`` seen by ``camera``."""
     verts = np.asarray(verts, np.float32)
     xy = np.asarray(project(camera, jnp.asarray(verts)))
-    chin_y = np.asarray(landmarks(model, jnp.asarray(verts)))[8, 1]
-    head = xy[verts[:, 1] > chin_y].astype(np.float64)
+    lms = np.asarray(landmarks(model, jnp.asarray(verts)))
+    return ProjectedHead(xy, lms, xy[verts[:, 1] > lms[8, 1]])
+
+
+def person_crop(image, head_xy: np.ndarray):
+    """The selfie segmenter's person probability ``[N, N]`` on the square crop around the
+    projected head points ``head_xy`` ``[N, 2]`` (:func:`~avatar_jax.texture.hair.head_roi`, the
+    crop the hair estimate makes of the same points) and the ``[2, 3]`` image -> crop pixel map.
+    A head that does not project (NaN, or fewer than 3 points) is all person."""
+    from avatar_jax.landmarks.mediapipe import crop, roi_to_image_matrix
+
+    head = np.asarray(head_xy, np.float64)
     if len(head) < 3 or not np.all(np.isfinite(head)):
         return np.ones((SEGMENTER_SIZE, SEGMENTER_SIZE), np.float32), np.eye(2, 3)
     roi = head_roi(head)
@@ -383,7 +399,8 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     bucket = (-h % PAD_TO, -w % PAD_TO)
     padded = cv2.copyMakeBorder(image, 0, bucket[0], 0, bucket[1], cv2.BORDER_REPLICATE)
     image_f = jnp.asarray(padded, jnp.float32) / 255.0
-    person, to_crop = person_crop(image, verts, camera, model)
+    seen = project_head(verts, camera, model)
+    person, to_crop = person_crop(image, seen.head)
     out = _foreground(image_f, jnp.asarray([h, w], jnp.float32), jnp.asarray(verts, jnp.float32),
                       camera, model, low, plan.mirror_low, plan.skin_exempt, jnp.asarray(bool(delight)),
                       jnp.asarray(person, jnp.float32), jnp.asarray(to_crop, jnp.float32))
@@ -392,7 +409,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     covered = np.asarray(low.covered)
     alpha = _soften(out["alpha"], covered, radius=2)
     texel_xy = np.asarray(_interpolate(jnp.asarray(verts[:, :2], jnp.float32), low, model.triangles))
-    alpha = drop_neck_islands(alpha, texel_xy, np.asarray(landmarks(model, jnp.asarray(verts)))[:17, :2])
+    alpha = drop_neck_islands(alpha, texel_xy, seen.landmarks[:17, :2])
 
     # Skin fill on the mesh: known where the vertex's neighbourhood is foreground.
     skin = out["skin"].astype(np.float64)
@@ -407,7 +424,7 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
     offset = fill_vertex_colors(plan.laplacian, known, fg_v[plan.vertex_texel] - base)
     # The hair is blended over the corrected skin fill, not corrected itself: the correction
     # would carry the photo's forehead skin far up into the scalp.
-    found = _photo_hair(image, verts, camera, model, plan.scalp, out, person) if hair else NO_HAIR
+    found = _photo_hair(image, verts, camera, model, plan.scalp, out, seen, person) if hair else NO_HAIR
     hair_v = plan.scalp[:, None] * found.present
     vertex_fill = (1.0 - hair_v) * (base + offset) + hair_v * shade[:, None] * found.color[None]
     fill = np.asarray(_interpolate(jnp.asarray(vertex_fill, jnp.float32), low, model.triangles))
@@ -427,21 +444,19 @@ def bake_texture(image, verts, camera: Camera, model: HeadModel, size: int = 204
 
 
 def _photo_hair(image, verts, camera: Camera, model: HeadModel, scalp: np.ndarray,
-                out: dict, person: np.ndarray) -> HairEstimate:
+                out: dict, seen: ProjectedHead, person: np.ndarray) -> HairEstimate:
     """The photo's hair (:func:`~avatar_jax.texture.hair.estimate_hair`), probed at the scalp
-    vertices that face the camera; no hair where the skin statistics were not found."""
+    vertices that face the camera; no hair where the skin statistics were not found. ``person``:
+    :func:`person_crop` of ``seen.head``, the crop the estimate makes."""
     if not bool(out["skin_found"]):
         return NO_HAIR
-    verts = np.asarray(verts, np.float32)
-    lms = np.asarray(landmarks(model, jnp.asarray(verts)))
-    xy = np.asarray(project(camera, jnp.asarray(verts)))
-    view = np.asarray(transform(camera, jnp.asarray(verts)))
+    view = np.asarray(transform(camera, jnp.asarray(verts, jnp.float32)))
     normals = out["normals"] @ np.asarray(rotation_matrix(camera.rotvec)).T
     facing = np.sum(normals * -view, -1) / np.maximum(np.linalg.norm(view, axis=-1), 1e-6)
     probes = (scalp > 0.9) & (facing > 0.3)
-    face_xy = np.asarray(project(camera, jnp.asarray(lms[:27])))
-    return estimate_hair(image, xy[verts[:, 1] > lms[8, 1]], face_xy, xy[probes],
-                         float(xy[int(model.nose_tip), 1]), SkinStats.from_array(out["skin_stats"]), person)
+    face_xy = np.asarray(project(camera, jnp.asarray(seen.landmarks[:27])))
+    return estimate_hair(image, seen.head, face_xy, seen.xy[probes], float(seen.xy[int(model.nose_tip), 1]),
+                         SkinStats.from_array(out["skin_stats"]), person)
 
 
 def _compose(image, size, pos, pos_m, c_own, c_mir, fill, gain=None, delight=None) -> np.ndarray:

@@ -62,11 +62,9 @@ def _ramp(x, xp):
     return x * x * (3.0 - 2.0 * x)
 
 
-def chroma_distance(rgb, stats: SkinStats):
-    """``[...]``: chroma distance of RGB colours ``[..., 3]`` (in [0, 1]) from the skin's median,
-    in units of 2.5 robust sigmas (at least 0.015 each)."""
-    xp = _xp(rgb)
-    _, cr, cb = ycrcb(rgb)
+def _chroma_distance(cr, cb, stats: SkinStats, xp):
+    """``[...]``: distance of chroma ``cr``, ``cb`` from the skin's median, in units of 2.5
+    robust sigmas (at least 0.015 each)."""
     return xp.hypot((cr - stats.cr) / xp.maximum(2.5 * stats.cr_sigma, 0.015),
                     (cb - stats.cb) / xp.maximum(2.5 * stats.cb_sigma, 0.015))
 
@@ -78,8 +76,8 @@ def skin_probability(rgb, stats: SkinStats):
     Luminance within [0.35, 1.6] x the median: dark suits and hair, white collars fail.
     """
     xp = _xp(rgb)
-    y, _, _ = ycrcb(rgb)
-    d = chroma_distance(rgb, stats)
+    y, cr, cb = ycrcb(rgb)
+    d = _chroma_distance(cr, cb, stats, xp)
     ratio = y / xp.maximum(stats.y, 1e-3)
     return _ramp((1.8 - d) / 0.8, xp) * _ramp((ratio - 0.3) / 0.2, xp) * _ramp((1.8 - ratio) / 0.3, xp)
 
@@ -89,5 +87,5 @@ def skin_highlight(rgb, stats: SkinStats):
     forehead, which the luminance band of :func:`skin_probability` may reject, but no hair
     (white and grey hair are low in chroma, blond hair yellower than skin)."""
     xp = _xp(rgb)
-    y, _, _ = ycrcb(rgb)
-    return (chroma_distance(rgb, stats) < 1.0) & (y > xp.maximum(stats.y, 1e-3))
+    y, cr, cb = ycrcb(rgb)
+    return (_chroma_distance(cr, cb, stats, xp) < 1.0) & (y > xp.maximum(stats.y, 1e-3))
