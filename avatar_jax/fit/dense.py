@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avatar_jax._identity_cache import IdentityCache
+from avatar_jax.fit.calibrated import load_surface_points
 from avatar_jax.fit.config import FitConfig
 from avatar_jax.fit.fitting import FitResult, fit
 from avatar_jax.fit.operators import LandmarkSet
@@ -99,16 +100,7 @@ def calibrated_mediapipe_set(model: HeadModel) -> LandmarkSet:
     (``data/mediapipe468_calibrated.npz``, ``tools/calibrate_ibug68_on_head.py --points
     mediapipe468``), as a :class:`LandmarkSet` of ``model``; the same object for the same model."""
     def make():
-        if not CALIBRATED_FILE.is_file():
-            raise ValueError(f"calibrated MediaPipe places missing: {CALIBRATED_FILE} "
-                             "(run tools/calibrate_ibug68_on_head.py --points mediapipe468)")
-        with np.load(CALIBRATED_FILE) as d:
-            faces, bary = d["faces"], d["bary"]
-        if faces.shape != (NUM_MESH_POINTS, 3) or bary.shape != (NUM_MESH_POINTS, 3):
-            raise ValueError(f"{CALIBRATED_FILE}: faces/bary must be [468, 3], got {faces.shape}, {bary.shape}")
-        if int(faces.max()) >= model.num_vertices:
-            raise ValueError(f"{CALIBRATED_FILE} refers to vertex {int(faces.max())}, the model has "
-                             f"{model.num_vertices} vertices (built for another head?)")
+        faces, bary = load_surface_points(CALIBRATED_FILE, NUM_MESH_POINTS, model, "calibrated_mediapipe_set")
         return LandmarkSet(jnp.asarray(faces), jnp.asarray(bary), sliding=(), eye_corners=EYE_CORNERS)
 
     return _SETS.get((model,), "calibrated", make)
