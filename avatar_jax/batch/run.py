@@ -13,8 +13,9 @@ The pipeline, per run:
    :func:`avatar_jax.fit.fit` compiles once and an item's fit does not depend on which items
    share its batch or where it sits in it -- which makes a resumed or sharded run give the same
    arrays as one uninterrupted run;
-3. a writer thread commits each item (:func:`avatar_jax.batch.store.write_item`) while the next
-   batch is fitted.
+3. a writer thread commits each batch as one group (:func:`avatar_jax.batch.store.write_items`),
+   or with exports each item (:func:`~avatar_jax.batch.store.write_item`), while the next batch
+   is fitted.
 
 At most ``window`` items (default 2 x batch size) are in flight -- submitted to the pool and not
 yet committed -- so memory does not grow with the input. An item that cannot be decoded, has no
@@ -246,9 +247,12 @@ class _Streamer:
                 else:
                     batch.append(prepared)
                 if len(batch) == size or (batch and not pending and not futures):
-                    results = self._fit(batch)
-                    for p, (r, base) in zip(batch, results):
-                        writer.submit(self._commit_fit, p, r, base)
+                    fitted = [(p, r, base) for p, (r, base) in zip(batch, self._fit(batch))]
+                    if self.config.exports:  # each item's export is its own commit (seconds each)
+                        for item in fitted:
+                            writer.submit(self._commit_fit, *item)
+                    else:
+                        writer.submit(self._commit_batch, fitted)
                     batch = []
                 self._raise_writer_errors()
         self._raise_writer_errors()
@@ -396,14 +400,31 @@ class _Streamer:
         self._guarded(lambda: st.write_item(self.store, p.item.id, {"status": np.int32(p.status)},
                                             lambda: _record(p, p.status, p.message, None)))
 
-    def _commit_fit(self, p: _Prepared, result: FitResult, base: np.ndarray | None = None) -> None:
+    def _fit_outcome(self, p: _Prepared, result: FitResult, base: np.ndarray | None) -> tuple[dict, Status, str]:
+        """The item's npz arrays, record status and message after its fit."""
         arrays = item_arrays(result, p.landmarks, p.image_size, self.model, base)
         fit_status = Status.of(result.status)
-        if fit_status != Status.OK:
-            message = f"{p.item.image}: fit failed ({fit_status.label}: {fit_status.message})"
-            arrays["status"] = np.int32(Status.FIT_FAILED)
+        if fit_status == Status.OK:
+            return arrays, Status.OK, ""
+        arrays["status"] = np.int32(Status.FIT_FAILED)
+        return arrays, Status.FIT_FAILED, f"{p.item.image}: fit failed ({fit_status.label}: {fit_status.message})"
+
+    def _commit_batch(self, fitted: list[tuple[_Prepared, FitResult, np.ndarray | None]]) -> None:
+        """Commit a batch's fits (no exports) as one group, :func:`avatar_jax.batch.store.write_items`."""
+        def write():
+            entries = []
+            for p, result, base in fitted:
+                arrays, status, message = self._fit_outcome(p, result, base)
+                entries.append((p.item.id, arrays, _record(p, status, message, result)))
+            return st.write_items(self.store, entries)
+
+        self._guarded(write, len(fitted))
+
+    def _commit_fit(self, p: _Prepared, result: FitResult, base: np.ndarray | None = None) -> None:
+        arrays, status, message = self._fit_outcome(p, result, base)
+        if status != Status.OK:
             return self._guarded(lambda: st.write_item(self.store, p.item.id, arrays,
-                                                       lambda: _record(p, Status.FIT_FAILED, message, result)))
+                                                       lambda: _record(p, status, message, result)))
         export = self._exporter(p, result) if self.config.exports else None
 
         def write():
@@ -430,16 +451,19 @@ class _Streamer:
             return files
         return export
 
-    def _guarded(self, write) -> None:
-        """Run one commit; an error that is not the item's own (disk full) stops the run."""
-        status = Status.FAILED
+    def _guarded(self, write, count: int = 1) -> None:
+        """Run one commit of ``count`` items (``write()`` returns the record, or the list of
+        records); an error that is not an item's own (disk full) stops the run."""
+        statuses = [Status.FAILED] * count
         try:
-            status = Status.from_label(write()["status"])
+            records = write()
+            statuses = [Status.from_label(r["status"]) for r in (records if isinstance(records, list) else [records])]
         except BaseException as err:  # re-raised on the main thread
             with self.cond:
                 self.errors.append(err)
                 self.cond.notify_all()
-        self._release(status)
+        for status in statuses:
+            self._release(status)
 
 
 def padded_batch(landmarks: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], batch_size: int):
