@@ -176,7 +176,7 @@ def _refine_betas(l_mat, rho, betas):
     def step(_, b):
         return b + _solve_qr(jax.jacfwd(residual)(b), -residual(b))
 
-    return jax.lax.fori_loop(0, _BETA_GN_STEPS, step, betas)
+    return jax.lax.fori_loop(0, _BETA_GN_STEPS, step, betas, unroll=True)
 
 
 def _procrustes(src, dst, w):
@@ -255,7 +255,7 @@ def _refine_pose(rot, trans, world, pixels, K, w, steps):
                 jnp.where(better, damping * 0.3, damping * 10.0))
 
     state = (rot, trans, cost(rot, trans), jnp.asarray(1e-3))
-    rot, trans, _, _ = jax.lax.fori_loop(0, steps, step, state)
+    rot, trans, _, _ = jax.lax.fori_loop(0, steps, step, state, unroll=True)
     return rot, trans
 
 
