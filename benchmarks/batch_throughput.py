@@ -4,6 +4,8 @@
                                           [--workers 2]
     python benchmarks/batch_throughput.py --rss-lengths 256 1024 4096   # memory vs input length
     python benchmarks/batch_throughput.py --host-devices 1 2 4 8        # fit stage vs devices
+    python benchmarks/batch_throughput.py --processes 1 2               # shard processes at once
+    python benchmarks/batch_throughput.py --commit 1024                 # writing the results
 
 (a) fitting alone: a CSV manifest of ``--num`` items, each the landmark file (.npy) of one of the
     test photos with the human-labelled points (tests/data/photos/*.pts), jittered by 1 px
@@ -21,6 +23,17 @@ Absolute numbers drift on shared machines: read the ratios.
 at ``--device-batch`` images per call, best of 5 warm calls) with the batch sharded over N
 simulated CPU devices (``--xla_force_host_platform_device_count``, ``NPROC`` = 2N: see
 :func:`avatar_jax.use_host_devices`), one fresh process per N, beside N = 1.
+
+``--processes``: whole fit-batch runs over the ``--num`` user-landmark items, split into N shards
+(``shard(items, i, N)``, as ``fit-batch --shard i/N``) fitted by N processes into one folder. Each
+process compiles and warms up first; all start their shard together once every one is ready, so
+the wall time is of N concurrent runs. Prints the items/s of all of them together and the fit
+stage's images/s summed over the processes, beside N = 1.
+
+``--commit N``: the writer's cost per item, committing N fitted items (one real fit's arrays and
+record) one by one (``store.write_item``: two fsyncs per item, as with exports) and in groups of
+``--batch-sizes`` (``store.write_items``, as fit-batch without exports), alternated, wall and
+CPU ms per item.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -139,9 +153,19 @@ def main() -> None:
                     help="only: fit-stage images/s with the batch sharded over N simulated CPU devices")
     ap.add_argument("--device-batch", type=int, default=256, help="images per fit call for --host-devices")
     ap.add_argument("--devices-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--processes", type=int, nargs="+", default=None,
+                    help="shard processes fitting --num user-landmark items into one folder at once")
+    ap.add_argument("--process-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--commit", type=int, default=None, help="items to commit one by one and in groups")
     args = ap.parse_args()
     if args.devices_child is not None:
         return _devices_child(args.devices_child, args.device_batch)
+    if args.process_child is not None:
+        return _process_child(args.process_child, args.batch_sizes[0], args.workers)
+    if args.commit:
+        return _commit_table(args.commit, args.batch_sizes)
+    if args.processes:
+        return _processes_table(args.processes, args.num, args.batch_sizes[0], args.workers)
     if args.host_devices:
         return _devices_table(args.host_devices, args.device_batch)
     if args.rss_child is not None:
@@ -228,6 +252,85 @@ def _devices_child(count: int, batch: int) -> None:
         fit(landmarks, sizes, model=model, devices=devices)
         best = min(best, time.perf_counter() - t)
     print(batch / best)
+
+
+def _processes_table(counts, num: int, batch: int, workers: int) -> None:
+    """Shard processes started together on one folder: items/s of all, fit stage summed."""
+    import subprocess
+    import sys
+
+    print(f"| processes | items | run images/s (all together) | fit stage images/s (summed) | "
+          f"per process fit stage | B = {batch}, {workers} workers each |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = landmark_manifest(Path(tmp), num)
+        for n in counts:
+            out = Path(tmp) / f"out{n}"
+            children = [subprocess.Popen([sys.executable, __file__, "--process-child", f"{manifest},{out},{i},{n}",
+                                          "--batch-sizes", str(batch), "--workers", str(workers)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(n)]
+            for child in children:  # each has compiled and warmed up
+                assert child.stdout.readline().strip() == "ready"
+            t = time.perf_counter()
+            for child in children:
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+            wall = time.perf_counter() - t
+            items = sum(r["items"] for r in results)
+            rates = [r["items"] / r["fit_s"] for r in results]
+            print(f"| {n} | {items} | {items / wall:.0f} | {sum(rates):.0f} | "
+                  f"{' / '.join(f'{x:.0f}' for x in rates)} | |", flush=True)
+
+
+def _commit_table(num: int, groups: Sequence[int]) -> None:
+    """ms per item of committing ``num`` items one by one and in groups, alternated, best of 3."""
+    from avatar_jax.batch import store as st
+    from avatar_jax.batch.run import item_arrays
+    from avatar_jax.pipeline import face_fit
+
+    image, points = labelled_photos()[0]
+    model = load_head_model()
+    size = load_image(image).shape[:2]
+    result = face_fit(fit(points[None], np.array([size], np.float32), model=model), 0)
+    arrays = item_arrays(result, points, size, model)
+    record = {"status": "ok", "message": "", "image": str(image), "timings_s": {"fit_s": 1e-3}}
+    ways = {"one by one (write_item)": lambda store, ids: [
+        st.write_item(store, i, arrays, lambda i=i: {**record, "id": i}) for i in ids]}
+    for g in groups:
+        ways[f"groups of {g} (write_items)"] = lambda store, ids, g=g: [
+            st.write_items(store, [(i, arrays, {**record, "id": i}) for i in ids[k:k + g]])
+            for k in range(0, len(ids), g)]
+    best = {name: (float("inf"), float("inf")) for name in ways}
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:  # the disk the outputs would go to
+        for rep in range(3):
+            for k, (name, write) in enumerate(ways.items()):
+                store = st.open_store(Path(tmp) / f"{rep}-{k}", {})
+                ids = [f"it{i:05d}" for i in range(num)]
+                t, c = time.perf_counter(), time.process_time()
+                write(store, ids)
+                wall, cpu = time.perf_counter() - t, time.process_time() - c
+                best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    first = next(iter(best.values()))[0]
+    print(f"| commit ({num} items) | wall ms/item | CPU ms/item | vs one by one |")
+    print("|---|---|---|---|")
+    for name, (wall, cpu) in best.items():
+        print(f"| {name} | {1e3 * wall / num:.3f} | {1e3 * cpu / num:.3f} | {first / wall:.2f}x |")
+
+
+def _process_child(spec: str, batch: int, workers: int) -> None:
+    import sys
+
+    from avatar_jax.batch import shard
+
+    manifest, out, index, count = spec.split(",")
+    items = shard(list_items(Path(manifest)), int(index), int(count))
+    config = BatchConfig(batch_size=batch, workers=workers)
+    fit_batch(items[:batch], Path(out).with_name(f"{Path(out).name}-warm{index}"), config)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    report = fit_batch(items, Path(out), config)
+    print(json.dumps({"items": len(items), "fit_s": report.summary["stages"]["fit"]["seconds"]}))
 
 
 def _peak_rss_mib() -> float:
