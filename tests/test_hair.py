@@ -191,3 +191,22 @@ def test_volume_colour_is_hair_only_when_unlike_the_skin():
         found = hair.volume_colour(lab, volume, stats)
         assert (found is not None) == is_hair
     assert hair.volume_colour(lab, volume & (np.arange(64)[:, None] < 5), stats) is None  # too few
+
+
+def test_loose_strands_are_told_from_the_background_between_them():
+    # 45 % light strands, 55 % the darker background showing between them: the median would be
+    # the background's colour, the hair is the cluster away from it
+    rng = np.random.default_rng(0)
+    strands = np.float32([80.0, 1.0, 2.0]) + rng.normal(0, 2, (450, 3)).astype(np.float32)
+    gaps = np.float32([25.0, 0.0, 0.0]) + rng.normal(0, 2, (550, 3)).astype(np.float32)
+    pixels = np.concatenate([strands, gaps])
+    assert np.median(pixels[:, 0]) < 40  # what the plain median gave
+    found = hair.hair_of_mixture(pixels, background=np.float32([22.0, 0.0, 0.0]))
+    assert abs(found[0] - 80.0) < 2.0, found
+    # no background known: the larger cluster
+    assert abs(hair.hair_of_mixture(pixels, None)[0] - 25.0) < 2.0
+    # one colour (two shades closer than MIXTURE_DELTA_E): the median of all
+    shades = np.concatenate([strands, strands + np.float32([8.0, 0.0, 0.0])])
+    assert np.allclose(hair.hair_of_mixture(shades, np.float32([22.0, 0.0, 0.0])), np.median(shades, axis=0))
+    labels = hair.two_means(pixels)
+    assert np.array_equal(labels, hair.two_means(pixels)) and set(labels[:450]) != set(labels[450:])

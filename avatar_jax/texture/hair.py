@@ -45,6 +45,9 @@ MIN_HAIR_PIXELS = 150  # of the 256² crop
 # skin-coloured, is the fit's outline missing a bald skull by a little.
 MIN_VOLUME_PIXELS = 500
 MIN_VOLUME_DELTA_E = 10.0
+# the hair volume's two colour clusters count as hair + background when this far apart (Delta E)
+MIXTURE_DELTA_E = 15.0
+MIN_BACKGROUND_PIXELS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,11 +190,55 @@ def hair_volume(person: np.ndarray, regions: CropRegions) -> np.ndarray:
 def volume_colour(lab: np.ndarray, volume: np.ndarray, stats) -> np.ndarray | None:
     """``[3]`` CIELAB median of the :func:`hair_volume` pixels of a crop ``lab`` ``[N, N, 3]``, or
     None when they are fewer than :data:`MIN_VOLUME_PIXELS` or within :data:`MIN_VOLUME_DELTA_E`
-    of the skin's median (``stats``): then they are not known to be hair."""
+    of the skin's median (``stats``): then they are not known to be hair. Where loose strands let
+    the background show, this median mixes both; :func:`hair_of_mixture` tells them apart."""
     if volume.sum() < MIN_VOLUME_PIXELS:
         return None
     hair_lab = np.median(lab[volume], axis=0)
     return hair_lab if np.linalg.norm(hair_lab - _lab(stats.rgb())) >= MIN_VOLUME_DELTA_E else None
+
+
+def hair_of_mixture(pixels: np.ndarray, background: np.ndarray | None) -> np.ndarray:
+    """``[3]`` CIELAB hair colour of ``pixels`` ``[M, 3]`` that may mix hair with background.
+
+    Two clusters (:func:`two_means`); when their medians lie at least :data:`MIXTURE_DELTA_E`
+    apart, the one farther from the ``background`` colour (or, with none known, the larger one) is
+    the hair; else the pixels are one colour and their median is it."""
+    labels = two_means(pixels)
+    parts = [pixels[labels == k] for k in (0, 1)]
+    if min(len(p) for p in parts) == 0:
+        return np.median(pixels, axis=0)
+    medians = [np.median(p, axis=0) for p in parts]
+    if np.linalg.norm(medians[0] - medians[1]) < MIXTURE_DELTA_E:
+        return np.median(pixels, axis=0)
+    if background is None:
+        return medians[int(len(parts[1]) > len(parts[0]))]
+    return medians[int(np.linalg.norm(medians[1] - background) > np.linalg.norm(medians[0] - background))]
+
+
+def two_means(points: np.ndarray, iterations: int = 10) -> np.ndarray:
+    """``[M]`` labels 0 / 1 of Lloyd's 2-means on ``points`` ``[M, 3]``, started from the points
+    at the 10th and 90th percentile of lightness (deterministic, unlike OpenCV's seeding)."""
+    order = np.argsort(points[:, 0], kind="stable")
+    centres = points[order[[len(points) // 10, (9 * len(points)) // 10]]].astype(np.float64)
+    labels = np.zeros(len(points), np.int64)
+    for _ in range(iterations):
+        labels = np.argmin(np.linalg.norm(points[:, None, :] - centres[None], axis=-1), axis=1)
+        for k in (0, 1):
+            if np.any(labels == k):
+                centres[k] = points[labels == k].mean(axis=0)
+    return labels
+
+
+def background_colour(lab: np.ndarray, person: np.ndarray, regions: CropRegions) -> np.ndarray | None:
+    """``[3]`` CIELAB median of the background next to the head above the brows (the crop's
+    non-person pixels there, else above the brows anywhere in the crop), or None when the
+    segmenter leaves fewer than :data:`MIN_BACKGROUND_PIXELS` of them."""
+    away = person < 0.5
+    for where in (regions.head & ~regions.skull & regions.above & away, regions.above & away):
+        if where.sum() >= MIN_BACKGROUND_PIXELS:
+            return np.median(lab[where], axis=0)
+    return None
 
 
 def hair_mask(rgb: np.ndarray, person: np.ndarray, regions: CropRegions, stats,
@@ -224,8 +271,9 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     """Colour and coverage of the hair in ``image`` ``[H, W, 3]`` uint8 RGB.
 
     The colour is the CIELAB median of the hair on the skull's outline where there is enough of
-    it (beyond it the background shows between loose strands), else of the :func:`hair_volume`,
-    else of all hair pixels; always away from the mask's edge, which mixes in background and skin.
+    it (beyond it the background shows between loose strands), else the :func:`hair_volume`'s
+    hair told from the background between its strands (:func:`hair_of_mixture`), else the median
+    of all hair pixels; always away from the mask's edge, which mixes in background and skin.
 
     Args:
       head_xy: ``[N, 2]`` projected head vertices (above the chin), image pixels.
@@ -251,7 +299,8 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     regions = _regions(roi, head_xy, face_xy, nose_y)
     person = person_probability(patch) if person is None else np.asarray(person)
     volume = hair_volume(person, regions)
-    hair_lab = volume_colour(_lab(rgb), volume, stats)
+    lab = _lab(rgb)
+    hair_lab = volume_colour(lab, volume, stats)
     mask = hair_mask(rgb, person, regions, stats, hair_lab)
     coverage = _coverage(mask, _to_crop(np.asarray(scalp_xy, np.float64).reshape(-1, 2), roi))
     volume_px = 0 if hair_lab is None else int(volume.sum())
@@ -263,7 +312,7 @@ def estimate_hair(image: np.ndarray, head_xy: np.ndarray, face_xy: np.ndarray, s
     if on_skull.sum() >= MIN_HAIR_PIXELS:
         colour = _median_lab(rgb[on_skull])
     elif hair_lab is not None:
-        colour = _lab_to_rgb(hair_lab)
+        colour = _lab_to_rgb(hair_of_mixture(lab[volume], background_colour(lab, person, regions)))
     else:
         colour = _median_lab(rgb[core])
     return HairEstimate(colour, coverage, pixels, volume_px)
