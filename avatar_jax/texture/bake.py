@@ -18,8 +18,9 @@ and only the photo's own detail is sampled at the full size ``S``:
    estimate reuses);
    the lips and teeth (within :data:`MOUTH_EXEMPT_MM` of the mouth centre) and the hole caps
    (``BakePlan.skin_exempt``) are not tested, though below the eyes they must not be green,
-   cyan or blue (:data:`MOUTH_MIN_CR`). Photo patches of the neck cut off from the face
-   (:func:`drop_neck_islands`: light collars) are dropped.
+   cyan or blue (:data:`MOUTH_MIN_CR`). Below the chin the photo must not be brighter than the
+   face (:data:`NECK_MAX_LUMA`: collars that pass the colour test), and photo patches of the
+   neck cut off from the face (:func:`drop_neck_islands`: light collars) are dropped.
    **Lighting removal** (:mod:`avatar_jax.texture.delight`, ``delight=True``): an SH light is
    fitted to the well-seen face skin at the view-space normals and its (clamped) shading divided
    out of the photo colours, from here on and in the full-size compose (one gain per texel).
@@ -74,6 +75,10 @@ from avatar_jax.texture.skin import SkinStats, skin_probability, ycrcb
 NECK_RAMP_MM = (10.0, 35.0)  # photo kept fully down to 10 mm below the chin, none below 35 mm
 CORE_RADIUS_MM = 50.0
 MOUTH_EXEMPT_MM = 28.0
+# below the chin, photo texels fade out from NECK_MAX_LUMA - NECK_LUMA_SOFT to NECK_MAX_LUMA times
+# the face skin's median luminance
+NECK_MAX_LUMA = 1.3
+NECK_LUMA_SOFT = 0.15
 MOUTH_MIN_CR = -0.06  # below the eyes, texels the skin test exempts need Cr above this (no green/blue)
 LIPS_MM = 18.0  # the light is fitted on face skin farther than this from the mouth centre
 PAD_TO = 256  # photos are padded to multiples of this: one compilation per size bucket
@@ -205,8 +210,9 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     lit_v = (model.face_mask & ~exempt & (jnp.linalg.norm(verts - mouth, axis=-1) > LIPS_MM)).astype(jnp.float32)
     below_eyes_v = (y < jnp.mean(lms[36:48, 1])).astype(jnp.float32)
     upper_v = ((y >= jnp.mean(lms[36:48, 1])) & ~exempt).astype(jnp.float32)
+    below_chin_v = (y < lms[8, 1]).astype(jnp.float32)
     per_texel = jnp.einsum("hwk,hwkc->hwc", bary,
-                           jnp.stack([neck, lower, core, lit_v, below_eyes_v, upper_v], -1)[corners])
+                           jnp.stack([neck, lower, core, lit_v, below_eyes_v, upper_v, below_chin_v], -1)[corners])
     neck_t, lower_t, core_t = per_texel[..., 0], per_texel[..., 1] > 0.5, per_texel[..., 2] > 0.99
     normals = vertex_normals(verts, model.triangles)
     n_view = jnp.einsum("hwk,hwkc->hwc", bary, (normals @ rotation_matrix(camera.rotvec).T)[corners])
@@ -227,6 +233,10 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     below_eyes = per_texel[..., 4] > 0.5
     mouthlike = smoothstep((ycrcb(color)[1] - MOUTH_MIN_CR) / 0.03)
     w = weight * neck_t * jnp.where(lower_t, skin, jnp.where(below_eyes, mouthlike, 1.0))
+    # Under the jaw the neck lies in the face's shadow: a neck texel much brighter than the face
+    # is a collar, which passes the skin test in a grey photo or under warm light.
+    neck_luma = smoothstep((NECK_MAX_LUMA - ycrcb(color)[0] / jnp.maximum(stats.y, 1e-3)) / NECK_LUMA_SOFT)
+    w = w * jnp.where(per_texel[..., 6] > 0.5, jnp.where(enough, neck_luma, 1.0), 1.0)
     # Above the eyes hair is kept whatever its colour, but not what is behind the head: where
     # the fitted skull reaches beyond the person's outline the photo shows the background.
     w = w * jnp.where(per_texel[..., 5] > 0.5, on_person(person, to_crop, pos), 1.0)
