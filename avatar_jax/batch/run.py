@@ -421,11 +421,12 @@ class _Streamer:
         self._guarded(write, len(fitted))
 
     def _commit_fit(self, p: _Prepared, result: FitResult, base: np.ndarray | None = None) -> None:
+        """Commit one fit with its exports (a batch without exports goes by :meth:`_commit_batch`)."""
         arrays, status, message = self._fit_outcome(p, result, base)
         if status != Status.OK:
             return self._guarded(lambda: st.write_item(self.store, p.item.id, arrays,
                                                        lambda: _record(p, status, message, result)))
-        export = self._exporter(p, result) if self.config.exports else None
+        export = self._exporter(p, result)
 
         def write():
             try:

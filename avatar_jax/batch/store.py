@@ -156,11 +156,12 @@ def _temp_path(path: Path, suffix: str = ".tmp"):
             _live_temps.discard(temp.name)
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -195,34 +196,29 @@ def write_item(store: Store, item_id: str, arrays: dict, record: Callable[[], di
 
 
 def write_items(store: Store, items: Sequence[tuple[str, dict, dict]]) -> list[dict]:
-    """Commit several items ``(item_id, arrays, record)`` as one group: every npz written and
-    renamed into place, one sync, then every record, one sync (:func:`sync_files`). A kill or a
-    power cut part-way leaves each item committed or not, never a record without its npz.
-    Returns the records as written (``outputs`` filled in)."""
+    """Commit several items ``(item_id, arrays, record)`` as one group: every npz, then every
+    record, each set by :func:`_replace_group` (one sync per set). A kill or a power cut part-way
+    leaves each item committed or not, never a record without its npz. Returns the records as
+    written (``outputs`` filled in)."""
     npz = [store.npz_path(item_id) for item_id, _, _ in items]
-    with contextlib.ExitStack() as temps:
-        staged = [_stage(temps, path, npz_bytes(arrays)) for path, (_, arrays, _) in zip(npz, items)]
-        sync_files(staged)
-        for temp, path in zip(staged, npz):
-            os.replace(temp, path)
+    _replace_group(npz, [npz_bytes(arrays) for _, arrays, _ in items])
     records = [{**record, "outputs": [path.relative_to(store.root).as_posix()]}
                for path, (_, _, record) in zip(npz, items)]
-    with contextlib.ExitStack() as temps:
-        staged = [_stage(temps, store.record_path(item_id), (json.dumps(record, sort_keys=True) + "\n").encode())
-                  for (item_id, _, _), record in zip(items, records)]
-        sync_files(staged)
-        for temp, (item_id, _, _) in zip(staged, items):
-            os.replace(temp, store.record_path(item_id))
+    _replace_group([store.record_path(item_id) for item_id, _, _ in items],
+                   [(json.dumps(record, sort_keys=True) + "\n").encode() for record in records])
     return records
 
 
-def _stage(temps: contextlib.ExitStack, path: Path, data: bytes) -> Path:
-    """``data`` in a fresh temp file next to ``path`` (not synced), removed at the end of ``temps``
-    unless renamed away."""
-    temp = temps.enter_context(_temp_path(path))
-    with open(temp, "wb") as f:
-        f.write(data)
-    return temp
+def _replace_group(paths: Sequence[Path], contents: Sequence[bytes]) -> None:
+    """Each of ``paths`` gets its ``contents`` whole, or (on an error) none of them is touched:
+    all written to temp files, one :func:`sync_files`, then all renamed into place."""
+    with contextlib.ExitStack() as temps:
+        staged = [temps.enter_context(_temp_path(path)) for path in paths]
+        for temp, data in zip(staged, contents):
+            _write_bytes(temp, data, sync=False)
+        sync_files(staged)
+        for temp, path in zip(staged, paths):
+            os.replace(temp, path)
 
 
 def _syncfs():
