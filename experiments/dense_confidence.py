@@ -25,16 +25,17 @@ from tune_identity_prior import face_error  # noqa: E402
 
 from avatar_jax.fit import dense  # noqa: E402
 from avatar_jax.fit.fitting import fit  # noqa: E402
+from avatar_jax.io.shards import read_manifest  # noqa: E402
 from avatar_jax.model import head, load_head_model  # noqa: E402
 
 FACE_RADIUS_MM = 95.0
 
 
 def load(folder: Path, shards: list[int] | None):
-    files = sorted(folder.glob("shard-*.npz"))
-    if shards:
-        files = [folder / f"shard-{i:05d}.npz" for i in shards]
-    parts = [np.load(f) for f in files]
+    """``[n, 468, 2]`` detected points, ``[n, V, 3]`` true shapes of the renders with a detected
+    mesh, and the number of renders read; ``shards`` index the dataset manifest's shard list."""
+    names = read_manifest(folder)["shards"]
+    parts = [np.load(folder / names[i]) for i in (shards if shards else range(len(names)))]
     mesh, shapes = (np.concatenate([p[k] for p in parts]) for k in ("mesh478", "shapes"))
     ok = np.isfinite(mesh).all((1, 2))
     return mesh[ok, :dense.NUM_MESH_POINTS, :2], shapes[ok], int(ok.size)

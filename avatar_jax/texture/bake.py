@@ -231,11 +231,12 @@ def _foreground(image, true_hw, verts, camera, model, uv, mirror, exempt, deligh
     # The mouth is exempt from the skin test (lips, teeth), not from being a mouth at all: no mouth
     # is green, cyan or blue, which the background beside a turned face's far mouth corner can be.
     below_eyes = per_texel[..., 4] > 0.5
-    mouthlike = smoothstep((ycrcb(color)[1] - MOUTH_MIN_CR) / 0.03)
+    luma, chroma_r, _ = ycrcb(color)
+    mouthlike = smoothstep((chroma_r - MOUTH_MIN_CR) / 0.03)
     w = weight * neck_t * jnp.where(lower_t, skin, jnp.where(below_eyes, mouthlike, 1.0))
     # Under the jaw the neck lies in the face's shadow: a neck texel much brighter than the face
     # is a collar, which passes the skin test in a grey photo or under warm light.
-    neck_luma = smoothstep((NECK_MAX_LUMA - ycrcb(color)[0] / jnp.maximum(stats.y, 1e-3)) / NECK_LUMA_SOFT)
+    neck_luma = smoothstep((NECK_MAX_LUMA - luma / jnp.maximum(stats.y, 1e-3)) / NECK_LUMA_SOFT)
     w = w * jnp.where(per_texel[..., 6] > 0.5, jnp.where(enough, neck_luma, 1.0), 1.0)
     # Above the eyes hair is kept whatever its colour, but not what is behind the head: where
     # the fitted skull reaches beyond the person's outline the photo shows the background.
